@@ -1,0 +1,83 @@
+"""The ``Model`` handle: a Flax module, its parameters and its tokenizer, callable.
+
+Every family (zoo, Hugging Face ports) is wrapped the same way, so the recorder
+and the studies never care where a model came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rosetta_jax.models import common
+
+
+@dataclasses.dataclass(eq=False)
+class Model:
+  """A ready-to-run model.
+
+  Attributes:
+    name: a stable identifier (zoo name, directory, or hub id).
+    module: the Flax module (e.g. ``gpt_neox.GPTNeoX(config)``).
+    params: its parameter pytree (possibly sharded).
+    config: the family config dataclass (has ``num_layers`` and
+      ``neurons_per_layer``).
+    tokenizer: a ``rosetta_jax.data.tokenizer.Tokenizer`` or None.
+    causal: whether the model is a causal LM (False for encoders such as BERT).
+  """
+  name: str
+  module: nn.Module
+  params: Any
+  config: Any
+  tokenizer: Any = None
+  causal: bool = True
+
+  @property
+  def num_layers(self) -> int:
+    return self.config.num_layers
+
+  @property
+  def neurons_per_layer(self) -> int:
+    return self.config.neurons_per_layer
+
+  @property
+  def num_neurons(self) -> int:
+    """Total MLP neurons (the population Rosetta neurons are counted in)."""
+    return self.num_layers * self.neurons_per_layer
+
+  def mlp_sites(self) -> list[str]:
+    """``layer_{i}/mlp`` for every layer."""
+    return [common.mlp_site(i) for i in range(self.num_layers)]
+
+  @functools.cached_property
+  def _apply(self):
+    def fwd(params, tokens, attention_mask, sites):
+      return self.module.apply({"params": params}, tokens, attention_mask, sites=sites)
+    return jax.jit(fwd, static_argnums=(3,))
+
+  def __call__(self, tokens, attention_mask=None, sites: Sequence[str] = ()):
+    """Runs the jitted forward pass.
+
+    Args:
+      tokens: [batch, seq] int token ids.
+      attention_mask: [batch, seq], 1 for real tokens, 0 for padding; None = all real.
+      sites: site names to return (see ``models.common``).
+
+    Returns:
+      (logits [batch, seq, vocab], {site: [batch, seq, width]}).
+    """
+    sites = common.check_sites(tuple(sites), self.num_layers)
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if attention_mask is not None:
+      attention_mask = jnp.asarray(attention_mask, jnp.int32)
+    return self._apply(self.params, tokens, attention_mask, sites)
+
+
+def count_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,190 @@
+"""Pieces shared by every model family: attention, rotary embeddings, masks, sites.
+
+A *site* is a named place in the forward pass whose activations can be recorded:
+
+* ``layer_{i}/mlp``: the input of layer i's MLP down-projection, i.e. the neurons
+  (``act(fc1 x)``, or ``act(gate x) * (up x)`` for gated MLPs).
+* ``layer_{i}/resid``: the residual stream leaving layer i.
+
+Every family's forward pass has the signature::
+
+    module.apply({"params": params}, tokens, attention_mask=None, sites=())
+        -> (logits [batch, seq, vocab] (or hidden states for encoders),
+            {site: [batch, seq, width]})
+
+Recording is configuration, not surgery: asking for fewer sites costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+SITE_RE = re.compile(r"^layer_(\d+)/(mlp|resid)$")
+
+
+def mlp_site(layer: int) -> str:
+  """Name of the MLP-neuron site of ``layer``."""
+  return f"layer_{layer}/mlp"
+
+
+def resid_site(layer: int) -> str:
+  """Name of the residual-stream site leaving ``layer``."""
+  return f"layer_{layer}/resid"
+
+
+def check_sites(sites: Sequence[str], num_layers: int) -> tuple[str, ...]:
+  """Validates site names; returns them as a tuple.
+
+  Raises:
+    ValueError: naming the first site that is malformed or out of range.
+  """
+  out = []
+  for s in sites:
+    m = SITE_RE.match(s)
+    if not m:
+      raise ValueError(
+          f"unknown site {s!r}: sites are 'layer_{{i}}/mlp' or 'layer_{{i}}/resid'")
+    if int(m.group(1)) >= num_layers:
+      raise ValueError(f"site {s!r} is out of range: the model has {num_layers} layers")
+    out.append(s)
+  return tuple(out)
+
+
+def site_layer(site: str) -> int:
+  """The layer index of a site name."""
+  m = SITE_RE.match(site)
+  if not m:
+    raise ValueError(f"unknown site {site!r}")
+  return int(m.group(1))
+
+
+# ----------------------------------------------------------------------------
+# Activations
+# ----------------------------------------------------------------------------
+
+ACTIVATIONS: Mapping[str, Callable[[Array], Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+  """The activation function called ``name`` in Hugging Face configs."""
+  try:
+    return ACTIVATIONS[name]
+  except KeyError:
+    raise ValueError(
+        f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}") from None
+
+
+# ----------------------------------------------------------------------------
+# Rotary position embedding (non-interleaved, "rotate half", as in GPT-NeoX/Llama)
+# ----------------------------------------------------------------------------
+
+
+def rotary_tables(positions: Array, rotary_dim: int, base: float) -> tuple[Array, Array]:
+  """cos/sin tables for ``positions``.
+
+  Args:
+    positions: [batch, seq] integer positions.
+    rotary_dim: number of leading head dims that rotate (even).
+    base: the rotary base (``rope_theta``).
+
+  Returns:
+    (cos, sin), each [batch, seq, rotary_dim], float32.
+  """
+  inv_freq = 1.0 / (base ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / rotary_dim))
+  freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rotary(x: Array, cos: Array, sin: Array) -> Array:
+  """Rotates the first ``cos.shape[-1]`` dims of ``x`` [batch, seq, heads, head_dim]."""
+  rot = cos.shape[-1]
+  x_rot, x_pass = x[..., :rot], x[..., rot:]
+  half = rot // 2
+  rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+  cos = cos[:, :, None, :].astype(x.dtype)
+  sin = sin[:, :, None, :].astype(x.dtype)
+  return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)
+
+
+# ----------------------------------------------------------------------------
+# Attention
+# ----------------------------------------------------------------------------
+
+
+def attention_bias(attention_mask: Array | None, seq_len: int, causal: bool) -> Array:
+  """Additive attention bias [batch or 1, 1, q, k] from a padding mask.
+
+  Args:
+    attention_mask: [batch, seq] with 1 for real tokens and 0 for padding, or None.
+    seq_len: the sequence length.
+    causal: whether queries may only attend to earlier keys.
+  """
+  allowed = jnp.ones((1, 1, seq_len, seq_len), dtype=bool)
+  if causal:
+    allowed = jnp.tril(allowed)
+  if attention_mask is not None:
+    allowed = allowed & attention_mask.astype(bool)[:, None, None, :]
+  return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, bias: Array,
+                          scale: float) -> Array:
+  """Softmax attention in float32.
+
+  Args:
+    q: [batch, seq, heads, head_dim].
+    k, v: [batch, seq, kv_heads, head_dim]; kv_heads divides heads (grouped queries).
+    bias: additive bias broadcastable to [batch, heads, q, k].
+    scale: multiplier of the logits.
+
+  Returns:
+    [batch, seq, heads, head_dim] in q's dtype.
+  """
+  heads, kv_heads = q.shape[2], k.shape[2]
+  if heads != kv_heads:
+    k = jnp.repeat(k, heads // kv_heads, axis=2)
+    v = jnp.repeat(v, heads // kv_heads, axis=2)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  logits = logits * scale + bias
+  probs = jax.nn.softmax(logits, axis=-1)
+  out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+  return out
+
+
+def default_positions(tokens: Array) -> Array:
+  """Positions 0..seq-1 for every row (right padding keeps these correct)."""
+  return jnp.broadcast_to(jnp.arange(tokens.shape[1])[None, :], tokens.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorder:
+  """Collects the requested sites during one forward pass (plain Python, traced)."""
+  sites: tuple[str, ...]
+  out: dict[str, Array] = dataclasses.field(default_factory=dict)
+
+  def __call__(self, site: str, value: Array) -> None:
+    if site in self.sites:
+      self.out[site] = value
+
+
+class Dense(nn.Dense):
+  """nn.Dense whose default initialiser is a small normal, as in GPT-style models."""
+  kernel_init: Callable[..., Any] = nn.initializers.normal(0.02)

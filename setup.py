@@ -1,0 +1,32 @@
+"""rosetta_jax: measure how neuron-level structure (Rosetta Neurons) changes with scale."""
+import setuptools
+
+setuptools.setup(
+    name="rosetta_jax",
+    version="0.1.0",
+    description="JAX-native framework for Rosetta Neurons and their scaling laws",
+    packages=setuptools.find_packages(include=["rosetta_jax", "rosetta_jax.*", "theory",
+                                               "theory.*", "experiments", "experiments.*"]),
+    package_data={"rosetta_jax": ["data/corpus/*.jsonl.xz", "data/corpus/NOTICE"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax",
+        "numpy",
+        "chex",
+        "orbax-checkpoint",
+        "plotly",
+        "absl-py",
+        "transformers",
+        "tokenizers",
+        "safetensors",
+        "tensorstore",
+        "tqdm",
+    ],
+    extras_require={
+        # torch is pinned exactly: an unpinned torch pulls gigabytes of CUDA builds.
+        "test": ["pytest", "torch==2.13.0", "gguf"],
+    },
+)
