@@ -1,0 +1,1 @@
+from rosetta_jax.models import load_model  # noqa: F401

@@ -188,3 +188,137 @@ class Recorder:
 class Dense(nn.Dense):
   """nn.Dense whose default initialiser is a small normal, as in GPT-style models."""
   kernel_init: Callable[..., Any] = nn.initializers.normal(0.02)
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square norm (Llama/Qwen2), computed in float32.
+
+  ``x / sqrt(mean(x^2) + eps) * scale``; the parameter is called ``scale``.
+  """
+  epsilon: float = 1e-6
+  dtype: Any = "float32"
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.epsilon)
+    return (x32.astype(self.dtype) * scale.astype(self.dtype))
+
+
+def unembed(x: Array, embedding: Array) -> Array:
+  """Logits from a tied input embedding: x [b, s, d] @ embedding[vocab, d].T."""
+  return x @ embedding.T.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------
+# Hugging Face config checking and weight renaming (shared by every family)
+# ----------------------------------------------------------------------------
+
+# Fields that never change the forward pass of an inference model (dropouts,
+# initialisers, generation and bookkeeping fields).
+HARMLESS_HF_FIELDS = frozenset({
+    "_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype",
+    "model_type", "id2label", "label2id", "problem_type", "return_dict",
+    "output_attentions", "output_hidden_states", "chunk_size_feed_forward",
+    "use_cache", "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id",
+    "decoder_start_token_id", "initializer_range", "init_std", "gradient_checkpointing",
+    "attention_dropout", "hidden_dropout", "dropout", "attention_probs_dropout_prob",
+    "hidden_dropout_prob", "classifier_dropout", "activation_dropout", "layerdrop",
+    "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_type", "summary_use_proj",
+    "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
+    "tokenizer_class", "prefix", "task_specific_params", "finetuning_task",
+    "_attn_implementation_autoset", "quantization_config", "use_bfloat16",
+    "is_decoder", "tie_encoder_decoder", "max_length", "min_length",
+})
+
+_MISSING = object()
+
+
+def check_hf_config(hf_config, honoured: Sequence[str], family: str) -> None:
+  """Raises if ``hf_config`` sets a field the port does not implement.
+
+  A field is accepted when it is honoured by the port (``honoured``), harmless for
+  inference (``HARMLESS_HF_FIELDS``), or equal to the default of the Hugging Face
+  config class. Anything else would make a silently wrong port.
+
+  Raises:
+    ValueError: naming the field, its value and its default.
+  """
+  defaults = type(hf_config)().to_dict()
+  honoured = set(honoured)
+  for key, value in hf_config.to_dict().items():
+    if key in honoured or key in HARMLESS_HF_FIELDS:
+      continue
+    default = defaults.get(key, _MISSING)
+    if default is _MISSING:
+      raise ValueError(
+          f"{family}: config field {key!r}={value!r} is unknown to this port; "
+          f"honoured fields: {sorted(honoured)}")
+    if value != default:
+      raise ValueError(
+          f"{family}: config field {key!r}={value!r} is not supported (only the "
+          f"default {default!r}); honoured fields: {sorted(honoured)}")
+
+
+def rope_from_hf(hf_config, family: str) -> tuple[float, float]:
+  """(rope_theta, partial_rotary_factor) of a config with default rotary embeddings.
+
+  Raises:
+    ValueError: for any rope scaling type other than ``default``.
+  """
+  rope = dict(getattr(hf_config, "rope_parameters", None) or {})
+  rope_type = rope.get("rope_type", "default")
+  if rope_type != "default":
+    raise ValueError(f"{family}: rope_parameters.rope_type={rope_type!r} is not "
+                     f"supported (only 'default'): {rope}")
+  extra = set(rope) - {"rope_type", "rope_theta", "partial_rotary_factor"}
+  if extra:
+    raise ValueError(f"{family}: unsupported rope_parameters fields {sorted(extra)}")
+  theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+  return float(theta), float(rope.get("partial_rotary_factor", 1.0))
+
+
+# A conversion rule: (regex over the Hugging Face tensor name, Flax path template
+# using the regex groups, transform). Transforms: None (as is), "T" (a torch Linear
+# weight [out, in] -> a Flax kernel [in, out]).
+Rule = tuple[str, str, Any]
+
+
+def convert_by_rules(rules: Sequence[Rule], ignore: Sequence[str], prefixes: Sequence[str],
+                     name: str, array: np.ndarray) -> dict[str, np.ndarray]:
+  """Maps one Hugging Face tensor to Flax parameters by regex rules.
+
+  Args:
+    rules: conversion rules, first match wins. A transform may also be a callable
+      ``(array, match) -> {path: array}`` for tensors that split into several.
+    ignore: regexes of tensors that carry no parameters (buffers, unused heads).
+    prefixes: model prefixes to strip first (e.g. ``"gpt_neox."``).
+    name: the tensor's name in the checkpoint.
+    array: the tensor, Hugging Face layout.
+
+  Returns:
+    {"a/b/kernel": array in Flax layout}; empty for ignored tensors.
+
+  Raises:
+    KeyError: naming the tensor when no rule matches.
+  """
+  stripped = name
+  for p in prefixes:
+    if stripped.startswith(p):
+      stripped = stripped[len(p):]
+      break
+  for pattern in ignore:
+    if re.fullmatch(pattern, stripped):
+      return {}
+  for pattern, template, transform in rules:
+    m = re.fullmatch(pattern, stripped)
+    if not m:
+      continue
+    if callable(transform):
+      return transform(array, m)
+    path = template.format(*m.groups())
+    if transform == "T":
+      array = array.T
+    return {path: array}
+  raise KeyError(f"checkpoint tensor {name!r} has no conversion rule")

@@ -69,6 +69,30 @@ class GPTNeoXConfig:
       raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
                        f"num_heads={self.num_heads}")
 
+  HF_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "intermediate_size", "hidden_act", "max_position_embeddings",
+               "layer_norm_eps", "tie_word_embeddings", "use_parallel_residual",
+               "rope_parameters", "rotary_pct", "rotary_emb_base", "attention_bias")
+
+  @classmethod
+  def from_hf(cls, hf_config, dtype: str = "float32") -> "GPTNeoXConfig":
+    """The config of a Hugging Face ``GPTNeoXConfig``; fields in ``HF_FIELDS``.
+
+    Raises:
+      ValueError: for any other field that is not at its Hugging Face default.
+    """
+    common.check_hf_config(hf_config, cls.HF_FIELDS, "gpt_neox")
+    theta, pct = common.rope_from_hf(hf_config, "gpt_neox")
+    return cls(vocab_size=hf_config.vocab_size, hidden_size=hf_config.hidden_size,
+               num_layers=hf_config.num_hidden_layers,
+               num_heads=hf_config.num_attention_heads,
+               intermediate_size=hf_config.intermediate_size, rotary_pct=pct,
+               rotary_base=theta, max_position_embeddings=hf_config.max_position_embeddings,
+               layer_norm_eps=hf_config.layer_norm_eps,
+               use_parallel_residual=hf_config.use_parallel_residual,
+               attention_bias=hf_config.attention_bias, hidden_act=hf_config.hidden_act,
+               tie_word_embeddings=hf_config.tie_word_embeddings, dtype=dtype)
+
 
 class Attention(nn.Module):
   config: GPTNeoXConfig
@@ -154,3 +178,31 @@ class GPTNeoX(nn.Module):
       logits = common.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
                             name="embed_out")(x)
     return logits.astype(jnp.float32), rec.out
+
+
+# ----------------------------------------------------------------------------
+# Hugging Face conversion (``GPTNeoXForCausalLM`` / ``GPTNeoXModel`` tensors)
+# ----------------------------------------------------------------------------
+
+HF_PREFIXES = ("gpt_neox.",)
+HF_IGNORE = (r"layers\.\d+\.attention\.(rotary_emb\.inv_freq|bias|masked_bias)",
+             r"rotary_emb\.inv_freq")
+HF_RULES = (
+    (r"embed_in\.weight", "embed_in/embedding", None),
+    (r"(?:embed_out|lm_head)\.weight", "embed_out/kernel", "T"),
+    (r"final_layer_norm\.weight", "final_layer_norm/scale", None),
+    (r"final_layer_norm\.bias", "final_layer_norm/bias", None),
+    (r"layers\.(\d+)\.(input_layernorm|post_attention_layernorm)\.weight",
+     "layers_{0}/{1}/scale", None),
+    (r"layers\.(\d+)\.(input_layernorm|post_attention_layernorm)\.bias",
+     "layers_{0}/{1}/bias", None),
+    (r"layers\.(\d+)\.(attention|mlp)\.(\w+)\.weight", "layers_{0}/{1}/{2}/kernel", "T"),
+    (r"layers\.(\d+)\.(attention|mlp)\.(\w+)\.bias", "layers_{0}/{1}/{2}/bias", None),
+)
+
+
+def convert_hf_tensor(config: GPTNeoXConfig, name: str, array):
+  """One Hugging Face tensor -> {flax path: array}; see ``common.convert_by_rules``."""
+  if config.tie_word_embeddings and name.split(".")[0] in ("lm_head", "embed_out"):
+    return {}
+  return common.convert_by_rules(HF_RULES, HF_IGNORE, HF_PREFIXES, name, array)

@@ -1,0 +1,81 @@
+"""The model families known to the loader, keyed by Hugging Face ``model_type``.
+
+Each family is declared once as data: its config class (with ``from_hf``), its Flax
+module, its tensor converter, whether it is causal, and the Hugging Face auto class
+that builds the PyTorch reference (used for GGUF name mapping and in tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A model family.
+
+  Attributes:
+    name: family name (the Hugging Face ``model_type``).
+    module_path: the module holding the port (``rosetta_jax.models.<name>``).
+    config_cls: attribute name of the config dataclass in that module.
+    module_cls: attribute name of the Flax module.
+    causal: False for encoders (BERT): their "logits" are hidden states.
+    hf_auto_class: transformers auto class of the reference PyTorch model.
+  """
+  name: str
+  module_path: str
+  config_cls: str
+  module_cls: str
+  causal: bool = True
+  hf_auto_class: str = "AutoModelForCausalLM"
+
+  @property
+  def module(self):
+    return importlib.import_module(self.module_path)
+
+  def config_from_hf(self, hf_config, dtype: str):
+    return getattr(self.module, self.config_cls).from_hf(hf_config, dtype=dtype)
+
+  def build(self, config):
+    return getattr(self.module, self.module_cls)(config)
+
+  @property
+  def convert(self) -> Callable[[Any, str, Any], dict]:
+    return self.module.convert_hf_tensor
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (
+        Family("gpt_neox", "rosetta_jax.models.gpt_neox", "GPTNeoXConfig", "GPTNeoX"),
+        Family("opt", "rosetta_jax.models.opt", "OPTConfig", "OPT"),
+        Family("gpt2", "rosetta_jax.models.gpt2", "GPT2Config", "GPT2"),
+        Family("qwen2", "rosetta_jax.models.qwen2", "Qwen2Config", "Qwen2"),
+        Family("llama", "rosetta_jax.models.llama", "LlamaConfig", "Llama"),
+        Family("bert", "rosetta_jax.models.bert", "BertConfig", "Bert", causal=False,
+               hf_auto_class="AutoModel"),
+    )
+}
+
+
+def family(model_type: str, source: str = "") -> Family:
+  """The family of a Hugging Face ``model_type``.
+
+  Raises:
+    ValueError: naming the model_type, its source, and the supported ones.
+  """
+  try:
+    return FAMILIES[model_type]
+  except KeyError:
+    where = f" (in {source})" if source else ""
+    raise ValueError(f"unknown model_type {model_type!r}{where}; supported: "
+                     f"{sorted(FAMILIES)}") from None
+
+
+def family_of_config(config) -> Family:
+  """The family whose config dataclass ``config`` is an instance of."""
+  for f in FAMILIES.values():
+    if type(config).__module__ == f.module_path:
+      return f
+  raise ValueError(f"no family for config type {type(config).__name__}")
