@@ -1,0 +1,217 @@
+"""Trains the embedded model zoo: GPT-NeoX models at several widths, several seeds.
+
+The seeds of one width are trained together, ``vmap``-ed: one compiled step
+updates every seed's parameters (different inits, different data orders). The
+batch of step ``s`` for seed ``k`` depends only on ``(k, s)``, and checkpoints
+hold the whole optimiser state, so a run killed at any point and restarted with
+the same command continues from its last checkpoint and ends with exactly the
+weights an uninterrupted run would have.
+
+Layout of a zoo directory::
+
+    zoo_dir/zoo.json                the ZooConfig and corpus hash (guards re-use)
+    zoo_dir/tokenizer.json          the byte-level BPE trained on the corpus
+    zoo_dir/w{width}/ckpt/{step}/   orbax checkpoints (params + opt state, all seeds)
+    zoo_dir/w{width}/final/         final parameters of all seeds (orbax)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from tqdm.auto import tqdm
+
+from rosetta_jax.data import corpus as corpus_lib
+from rosetta_jax.data import tokenizer as tokenizer_lib
+from rosetta_jax.models import base, gpt_neox
+from rosetta_jax.zoo.config import ZooConfig, to_dict
+
+
+def model_name(width: int, seed: int) -> str:
+  return f"zoo-w{width}-s{seed}"
+
+
+# ----------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------
+
+
+def token_stream(tok: tokenizer_lib.Tokenizer, docs: Sequence[corpus_lib.Document]) -> np.ndarray:
+  """All training documents' tokens, each followed by EOS, as one int32 array."""
+  eos = tok.backend.token_to_id(tokenizer_lib.EOS)
+  ids = tok.encode_ids([d.text for d in docs])
+  out = np.concatenate([np.append(x, eos) for x in ids]).astype(np.int32)
+  return out
+
+
+def batch_for(stream: jax.Array, seed: int, step: jax.Array, batch: int, seq_len: int):
+  """The [batch, seq_len + 1] windows seed ``seed`` trains on at ``step``.
+
+  A pure function of (seed, step): resume reproduces the uninterrupted order.
+  """
+  key = jax.random.fold_in(jax.random.PRNGKey(1000 + seed), step)
+  starts = jax.random.randint(key, (batch,), 0, stream.shape[0] - seq_len - 1)
+  idx = starts[:, None] + jnp.arange(seq_len + 1)[None, :]
+  return stream[idx]
+
+
+# ----------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------
+
+
+def _optimizer(cfg: ZooConfig) -> optax.GradientTransformation:
+  sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, cfg.steps,
+                                             end_value=cfg.lr * 0.1)
+  return optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(sched, b1=0.9, b2=0.95, weight_decay=cfg.weight_decay))
+
+
+def loss_fn(module: gpt_neox.GPTNeoX, params, windows):
+  """Mean next-token cross-entropy of [batch, seq + 1] windows."""
+  logits, _ = module.apply({"params": params}, windows[:, :-1])
+  return optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:]).mean()
+
+
+def _make_step(module, opt, cfg: ZooConfig):
+  seeds = jnp.asarray(cfg.seeds)
+
+  def one(params, opt_state, seed, stream, step):
+    windows = batch_for(stream, seed, step, cfg.batch_size, cfg.seq_len)
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(module, p, windows))(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  def step_fn(params, opt_state, stream, step):
+    return jax.vmap(one, in_axes=(0, 0, 0, None, None))(params, opt_state, seeds, stream, step)
+
+  return jax.jit(step_fn, donate_argnums=(0, 1))
+
+
+def _init(module, opt, cfg: ZooConfig):
+  def one(seed):
+    params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"]
+    return params, opt.init(params)
+  return jax.jit(jax.vmap(one))(jnp.asarray(cfg.seeds))
+
+
+def train_width(cfg: ZooConfig, width: int, stream: np.ndarray, width_dir: str,
+                stop_after: int | None = None, progress: bool = True) -> tuple[dict, list]:
+  """Trains (or resumes, or loads) every seed of one width.
+
+  Args:
+    cfg: the zoo config.
+    width: the residual width.
+    stream: training token stream.
+    width_dir: ``zoo_dir/w{width}``.
+    stop_after: stop after this many steps (simulates an interruption; tests).
+    progress: show a progress bar.
+
+  Returns:
+    (stacked params [seeds, ...], losses logged this call as (step, [loss per seed])).
+  """
+  module = gpt_neox.GPTNeoX(cfg.model_config(width))
+  final_dir = os.path.join(width_dir, "final")
+  if os.path.exists(final_dir):
+    return _restore(final_dir, module, cfg), []
+  opt = _optimizer(cfg)
+  params, opt_state = _init(module, opt, cfg)
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=1)
+  losses = []
+  with ocp.CheckpointManager(os.path.join(width_dir, "ckpt"), options=options) as mngr:
+    start = 0
+    if mngr.latest_step() is not None:
+      start = mngr.latest_step()
+      state = mngr.restore(start, args=ocp.args.StandardRestore(
+          {"params": params, "opt_state": opt_state}))
+      params, opt_state = state["params"], state["opt_state"]
+      logging.info("w%d: resumed from step %d", width, start)
+    step_fn = _make_step(module, opt, cfg)
+    stream = jnp.asarray(stream)
+    bar = tqdm(range(start, cfg.steps), desc=f"train w{width} x{len(cfg.seeds)} seeds",
+               disable=not progress, initial=start, total=cfg.steps, leave=False)
+    for step in bar:
+      params, opt_state, loss = step_fn(params, opt_state, stream, jnp.int32(step))
+      done = step + 1
+      if done % 10 == 0 or done == cfg.steps:
+        loss = np.asarray(loss)
+        losses.append((done, loss.tolist()))
+        bar.set_postfix(loss=f"{loss.mean():.3f}")
+      if done % cfg.ckpt_every == 0 or done == cfg.steps:
+        mngr.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state}))
+        mngr.wait_until_finished()
+      if stop_after is not None and done >= stop_after:
+        return params, losses
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.abspath(final_dir), params)
+  ckptr.wait_until_finished()
+  return params, losses
+
+
+def _restore(final_dir: str, module, cfg: ZooConfig):
+  opt = _optimizer(cfg)
+  abstract, _ = jax.eval_shape(lambda: _init(module, opt, cfg))
+  return ocp.StandardCheckpointer().restore(os.path.abspath(final_dir), abstract)
+
+
+def _check_zoo_dir(zoo_dir: str, meta: dict) -> None:
+  path = os.path.join(zoo_dir, "zoo.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    if old != meta:
+      raise ValueError(
+          f"{zoo_dir} holds a zoo trained with a different config or corpus; use another "
+          f"directory (existing: {json.dumps(old)[:300]}...)")
+  else:
+    os.makedirs(zoo_dir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(meta, f, indent=1)
+    os.replace(tmp, path)
+
+
+def train_zoo(cfg: ZooConfig, zoo_dir: str, docs: Sequence[corpus_lib.Document] | None = None,
+              progress: bool = True) -> list[base.Model]:
+  """Trains (or resumes, or loads) the whole zoo; returns one Model per (width, seed).
+
+  Models are ordered by width, then seed. Re-running with the same directory
+  resumes; a directory holding a different zoo is an error.
+  """
+  docs = list(docs) if docs is not None else corpus_lib.load_corpus("train")
+  if not docs:
+    raise ValueError("cannot train the zoo on an empty corpus")
+  meta = {"zoo": to_dict(cfg), "corpus": corpus_lib.corpus_hash(docs)}
+  _check_zoo_dir(zoo_dir, json.loads(json.dumps(meta)))
+  tok_path = os.path.join(zoo_dir, tokenizer_lib.FILENAME)
+  if os.path.exists(tok_path):
+    tok = tokenizer_lib.Tokenizer.load(zoo_dir)
+  else:
+    tok = tokenizer_lib.train_bpe((d.text for d in docs), cfg.vocab_size)
+    tok.save(zoo_dir)
+  stream = token_stream(tok, docs)
+  models = []
+  for width in tqdm(cfg.widths, desc="zoo", disable=not progress):
+    params, _ = train_width(cfg, width, stream, os.path.join(zoo_dir, f"w{width}"),
+                            progress=progress)
+    mcfg = cfg.model_config(width)
+    for i, seed in enumerate(cfg.seeds):
+      p = jax.tree_util.tree_map(lambda x: x[i], params)
+      models.append(base.Model(model_name(width, seed), gpt_neox.GPTNeoX(mcfg), p, mcfg, tok))
+  return models
+
+
+def heldout_loss(model: base.Model, stream: np.ndarray, seq_len: int, n: int = 16) -> float:
+  """Mean next-token loss on ``n`` fixed windows of a held-out token stream."""
+  starts = np.linspace(0, len(stream) - seq_len - 2, n).astype(int)
+  windows = jnp.asarray(np.stack([stream[s:s + seq_len + 1] for s in starts]))
+  return float(jax.jit(lambda p: loss_fn(model.module, p, windows))(model.params))
