@@ -1,0 +1,122 @@
+"""``match``: the notebook entry point of the matcher.
+
+Arrays (numpy or jax) go through one jitted, sharded call of the kernel in
+``correlate.py``; activation sources (``sources.py``) are streamed chunk by chunk
+through the same per-block code (``stream.py``), never loading all units.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rosetta_jax import sharding as shd
+from rosetta_jax.match import correlate as cor
+from rosetta_jax.match.moments import Moments
+from rosetta_jax.match.sources import ArraySource, as_source, source_moments
+
+DEFAULT_BLOCK = 2048   # neurons per block: a 2048 x 2048 float32 Gram is 16 MiB.
+DEFAULT_CHUNK = 2048   # units per matmul.
+
+
+def _is_array(x) -> bool:
+  return isinstance(x, (np.ndarray, jax.Array))
+
+
+def prepare(a, b, *, names=("a", "b"), moments_a=None, moments_b=None,
+            chunk: int = 8192):
+  """Validates the inputs and computes their moments.
+
+  Returns:
+    (src_a, src_b, moments_a, moments_b).
+
+  Raises:
+    ValueError: mismatched unit counts, too few units, or non-finite values
+      (naming the site from ``names`` and the neuron).
+  """
+  src_a, src_b = as_source(a), as_source(b)
+  if src_a.num_units != src_b.num_units:
+    raise ValueError(f"mismatched unit counts: {names[0]!r} has {src_a.num_units} units, "
+                     f"{names[1]!r} has {src_b.num_units}; both must see the same units")
+  if src_a.num_units < 2:
+    raise ValueError(f"need at least 2 units to correlate, got {src_a.num_units}")
+  out = []
+  for src, m, name in ((src_a, moments_a, names[0]), (src_b, moments_b, names[1])):
+    m = source_moments(src, chunk) if m is None else m
+    if m.count != src.num_units or m.num_neurons != src.num_neurons:
+      raise ValueError(f"site {name!r}: moments cover {m.count} units x {m.num_neurons} "
+                       f"neurons, the activations are {src.num_units} x {src.num_neurons}")
+    m.check_finite(name)
+    out.append(m)
+  return src_a, src_b, out[0], out[1]
+
+
+def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None = None,
+          chunk: int | None = None, mesh=None, compute_dtype=jnp.float32,
+          names=("a", "b"), moments_a: Moments | None = None,
+          moments_b: Moments | None = None, sketch=None) -> cor.MatchResult:
+  """Top-k Pearson neighbours of every neuron of A in B and of B in A.
+
+  Args:
+    a: [T, Na] activations (numpy or jax array) or an ``ActivationSource``.
+    b: [T, Nb] activations or source, over the same T units.
+    k: neighbours per neuron.
+    block_a, block_b: neurons per block (default 2048); memory is
+      O(chunk * (block_a + block_b) + block_a * block_b) per device.
+    chunk: units per matmul (default 2048).
+    mesh: a ``("data", "model")`` mesh (``rosetta_jax.sharding.make_mesh``); None:
+      one device.
+    compute_dtype: jnp.float32 (default) or jnp.bfloat16 for the matmul operands;
+      accumulation is always float32.
+    names: site names used in error messages.
+    moments_a, moments_b: precomputed ``Moments`` (saves a pass over the data).
+    sketch: a ``SketchConfig`` to use sketch-and-rescore (see ``sketch.py``).
+
+  Returns:
+    A ``MatchResult``. Constant neurons are excluded: idx -1 and r nan in their
+    rows, listed in ``excluded_a``/``excluded_b``, never anyone's neighbour.
+    Ties (exactly equal r): the lowest neuron index wins.
+
+  Raises:
+    ValueError: mismatched unit counts, NaN/inf (naming site and neuron), k < 1.
+  """
+  if k < 1:
+    raise ValueError(f"k must be >= 1, got {k}")
+  if sketch is not None:
+    from rosetta_jax.match.sketch import match_sketched
+    return match_sketched(a, b, k, sketch=sketch, names=names, mesh=mesh,
+                          moments_a=moments_a, moments_b=moments_b)
+  in_memory = _is_array(a) and _is_array(b)
+  src_a, src_b, ma, mb = prepare(a, b, names=names, moments_a=moments_a,
+                                 moments_b=moments_b, chunk=chunk or DEFAULT_CHUNK)
+  mesh = shd.make_mesh() if mesh is None else mesh
+  if not in_memory:
+    from rosetta_jax.match.stream import match_stream
+    return match_stream(src_a, src_b, ma, mb, k, block_a=block_a or DEFAULT_BLOCK,
+                        block_b=block_b, chunk=chunk or DEFAULT_CHUNK, mesh=mesh,
+                        compute_dtype=compute_dtype)
+  return _match_arrays(a, b, ma, mb, k, block_a=block_a or DEFAULT_BLOCK,
+                       block_b=block_b or DEFAULT_BLOCK, chunk=chunk or DEFAULT_CHUNK,
+                       mesh=mesh, compute_dtype=compute_dtype)
+
+
+def _match_arrays(a, b, ma, mb, k, *, block_a, block_b, chunk, mesh, compute_dtype):
+  t, na = a.shape
+  nb = b.shape[1]
+  nd, nm = shd.axis_size(mesh, "data"), shd.axis_size(mesh, "model")
+  ba, nab = cor.split_axis(na, nm, block_a)
+  bb, nbb = cor.split_axis(nb, 1, block_b)
+  tc, nc = cor.split_axis(t, nd, chunk)
+  nap, nbp, tp = nm * nab * ba, nbb * bb, nd * nc * tc
+  mu_a, s_a, excl_a = cor.scales(ma)
+  mu_b, s_b, excl_b = cor.scales(mb)
+  put = lambda x, spec: jax.device_put(x, shd.named(mesh, spec))
+  args = (put(cor.pad_to(a, (tp, nap)), shd.ACTS_A), put(cor.pad_to(b, (tp, nbp)), shd.ACTS_B),
+          put(cor.pad_to(mu_a, (nap,)), shd.NEURONS_A), put(cor.pad_to(s_a, (nap,)), shd.NEURONS_A),
+          put(cor.pad_to(mu_b, (nbp,)), shd.NEURONS_B), put(cor.pad_to(s_b, (nbp,)), shd.NEURONS_B))
+  ar, ai, br, bi = cor.correlate_topk(*args, mesh=mesh, k=k, ba=ba, bb=bb, tc=tc,
+                                      num_units=t, compute_dtype=compute_dtype)
+  a_idx, a_r = cor.finalize(ar, ai, na)
+  b_idx, b_r = cor.finalize(br, bi, nb)
+  return cor.MatchResult(a_idx, a_r, b_idx, b_r, excl_a, excl_b, int(t))

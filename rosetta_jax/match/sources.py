@@ -1,0 +1,113 @@
+"""Activation sources: anything that can hand out chunks of units.
+
+The matcher streams units in chunks from a source and never asks for all of them
+at once, so a store on disk (issue 6) can feed it directly. Plain arrays are
+wrapped in ``ArraySource``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from rosetta_jax.match.moments import Moments
+
+
+@runtime_checkable
+class ActivationSource(Protocol):
+  """A [num_units, num_neurons] matrix readable by unit ranges.
+
+  ``moments()`` is optional: a source that already tracks its per-neuron moments
+  (a store does, while recording) saves the matcher one pass over the data.
+  """
+  num_units: int
+  num_neurons: int
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    """Returns units ``[start, stop)`` as a [stop - start, num_neurons] array."""
+    ...
+
+
+class ArraySource:
+  """An in-memory [T, N] array seen as an ``ActivationSource``."""
+
+  def __init__(self, x):
+    if getattr(x, "ndim", None) != 2:
+      raise ValueError(f"activations must be a [units, neurons] array, got shape "
+                       f"{getattr(x, 'shape', None)}")
+    self.array = x
+    self.num_units, self.num_neurons = (int(d) for d in x.shape)
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    return np.asarray(self.array[start:stop])
+
+  def moments(self) -> Moments:
+    return Moments.from_array(self.array)
+
+
+def as_source(x) -> ActivationSource:
+  """Wraps arrays; returns sources unchanged."""
+  if isinstance(x, ActivationSource) and not hasattr(x, "shape"):
+    return x
+  return ArraySource(x)
+
+
+def source_moments(src, chunk: int = 8192) -> Moments:
+  """The source's own moments if it has them, else one streaming pass."""
+  fn = getattr(src, "moments", None)
+  if callable(fn):
+    m = fn()
+    if m is not None:
+      return m
+  out = Moments.empty(src.num_neurons)
+  for s in range(0, src.num_units, chunk):
+    out = out.merge(Moments._of_chunk(np.asarray(src.read(s, min(s + chunk, src.num_units)))))
+  return out
+
+
+class ConcatSource:
+  """Several sources over the same units, neurons laid side by side."""
+
+  def __init__(self, parts):
+    self.parts = [as_source(p) for p in parts]
+    if not self.parts:
+      raise ValueError("ConcatSource needs at least one source")
+    units = {p.num_units for p in self.parts}
+    if len(units) != 1:
+      raise ValueError(f"cannot concatenate sources over different unit counts {sorted(units)}")
+    self.num_units = units.pop()
+    self.num_neurons = sum(p.num_neurons for p in self.parts)
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    return np.concatenate([np.asarray(p.read(start, stop)) for p in self.parts], axis=1)
+
+  def moments(self) -> Moments:
+    return Moments.concat([source_moments(p) for p in self.parts])
+
+
+class PermutedSource:
+  """``source`` with its units reordered: unit t of the view is unit ``order[t]``.
+
+  Reads are grouped into runs of consecutive units, so a document-block
+  permutation of a store costs one read per document, not one per unit.
+  """
+
+  def __init__(self, source, order):
+    self.source = as_source(source)
+    self.order = np.asarray(order, dtype=np.int64)
+    if sorted(self.order.tolist()) != list(range(self.source.num_units)):
+      raise ValueError("order must be a permutation of the source's units")
+    self.num_units, self.num_neurons = self.source.num_units, self.source.num_neurons
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    idx = self.order[start:stop]
+    if isinstance(self.source, ArraySource):
+      return np.asarray(self.source.array)[idx]
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    runs = np.split(idx, breaks)
+    return np.concatenate([np.asarray(self.source.read(int(r[0]), int(r[-1]) + 1))
+                           for r in runs], axis=0)
+
+  def moments(self) -> Moments:
+    return source_moments(self.source)   # a permutation of units keeps the moments.

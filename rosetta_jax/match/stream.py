@@ -1,0 +1,107 @@
+"""Streaming driver: the matcher over ``ActivationSource``s too big for memory.
+
+Loop order: for each panel of ``block_a`` A neurons, one pass over the units in
+chunks; each chunk (all of B's neurons, the panel's A neurons) is standardised and
+added into a per-device Gram [block_a, Nb]; after the pass the panel's rows give
+A's top-k directly and its columns are merged into B's running top-k. Data is
+read Na / block_a times; memory per device is
+O(chunk * (block_a + Nb) + block_a * Nb + Nb * k), host memory one chunk of rows.
+Units are split over the mesh's ``data`` axis (partial Grams kept per shard and
+``psum``-ed once per panel), the panel's A neurons over ``model``; the same
+standardisation, masking and tie rules as ``correlate.py`` apply.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from rosetta_jax import sharding as shd
+from rosetta_jax.match import correlate as cor
+
+P = shd.P
+
+
+def _step_body(g, xa, xb, mu_a, s_a, mu_b, s_b, unit0, num_units, *, compute_dtype):
+  """Adds one chunk's local Gram: g [1, pa_l, nb] += z_a^T z_b."""
+  tc = xa.shape[0]
+  u0 = unit0 + lax.axis_index("data") * tc
+  za = cor._standardise(xa, mu_a, s_a, u0, num_units, compute_dtype)
+  zb = cor._standardise(xb, mu_b, s_b, u0, num_units, compute_dtype)
+  return g + lax.dot_general(za, zb, (((0,), (0,)), ((), ())),
+                             preferred_element_type=jnp.float32)[None]
+
+
+def _merge_body(g, cols_v, cols_i, s_a, s_b, a0, *, k):
+  """Panel done: psum over data, A rows' top-k, B columns merged into the running lists."""
+  pa_l = g.shape[1]
+  blk = cor._masked_block(lax.psum(g[0], "data"), s_a, s_b)   # [pa_l, nb]
+  rv, ri = lax.top_k(blk, k)
+  a_ids = a0 + lax.axis_index("model") * pa_l + jnp.arange(pa_l, dtype=jnp.int32)
+  cv, ci = cor._merge_topk(cols_v, cols_i, blk.T, jnp.broadcast_to(a_ids, blk.T.shape), k)
+  return rv, ri.astype(jnp.int32), cv, ci
+
+
+@functools.lru_cache(maxsize=None)
+def _fns(mesh, k, compute_dtype):
+  step = jax.jit(jax.shard_map(
+      functools.partial(_step_body, compute_dtype=compute_dtype), mesh=mesh,
+      in_specs=(P("data", "model", None), shd.ACTS_A, shd.ACTS_B, shd.NEURONS_A,
+                shd.NEURONS_A, shd.NEURONS_B, shd.NEURONS_B, P(), P()),
+      out_specs=P("data", "model", None), check_vma=False), donate_argnums=0)
+  merge = jax.jit(jax.shard_map(
+      functools.partial(_merge_body, k=k), mesh=mesh,
+      in_specs=(P("data", "model", None), P("model"), P("model"), shd.NEURONS_A,
+                shd.NEURONS_B, P()),
+      out_specs=(P("model"), P("model"), P("model"), P("model")), check_vma=False))
+  gather = jax.jit(jax.shard_map(
+      functools.partial(cor._gather_cols, k=k), mesh=mesh,
+      in_specs=(P("model"), P("model")), out_specs=(P(), P()), check_vma=False))
+  return step, merge, gather
+
+
+def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
+                 compute_dtype) -> cor.MatchResult:
+  """Streams both sources; see the module docstring. ``block_b`` is unused (all of B
+  is one panel: the unit chunk read from a source holds all of B's neurons anyway)."""
+  del block_b
+  t, na, nb = src_a.num_units, src_a.num_neurons, src_b.num_neurons
+  nd, nm = shd.axis_size(mesh, "data"), shd.axis_size(mesh, "model")
+  pa_l, n_panels = cor.split_axis(na, nm, max(1, block_a // nm))
+  pa = pa_l * nm                               # A neurons per panel, all shards.
+  nbp = nb if nb < 8 else cor._round_up(nb, 8)
+  tc = min(chunk, -(-t // nd))
+  step_units = tc * nd
+  mu_a, s_a, excl_a = cor.scales(ma)
+  mu_b, s_b, excl_b = cor.scales(mb)
+  nap = n_panels * pa
+  mu_a, s_a = cor.pad_to(mu_a, (nap,)), cor.pad_to(s_a, (nap,))
+  put = lambda x, spec: jax.device_put(x, shd.named(mesh, spec))
+  mu_b_d, s_b_d = put(cor.pad_to(mu_b, (nbp,)), shd.NEURONS_B), put(cor.pad_to(s_b, (nbp,)), shd.NEURONS_B)
+  step, merge, gather = _fns(mesh, k, compute_dtype)
+  cols_v = put(np.full((nm * nbp, k), -np.inf, np.float32), P("model"))
+  cols_i = put(np.full((nm * nbp, k), -1, np.int32), P("model"))
+  rows_v, rows_i = [], []
+  for p in range(n_panels):
+    a0, a1 = p * pa, min((p + 1) * pa, na)
+    mu_pa = put(mu_a[a0:a0 + pa], shd.NEURONS_A)
+    s_pa = put(s_a[a0:a0 + pa], shd.NEURONS_A)
+    g = put(np.zeros((nd, pa, nbp), np.float32), P("data", "model", None))
+    for u0 in range(0, t, step_units):
+      u1 = min(u0 + step_units, t)
+      xa = np.asarray(src_a.read(u0, u1))[:, a0:a1]
+      xb = np.asarray(src_b.read(u0, u1))
+      xa = put(cor.pad_to(xa, (step_units, pa)), shd.ACTS_A)
+      xb = put(cor.pad_to(xb, (step_units, nbp)), shd.ACTS_B)
+      g = step(g, xa, xb, mu_pa, s_pa, mu_b_d, s_b_d, np.int32(u0), np.int32(t))
+    rv, ri, cols_v, cols_i = merge(g, cols_v, cols_i, s_pa, s_b_d, np.int32(a0))
+    rows_v.append(np.asarray(rv))
+    rows_i.append(np.asarray(ri))
+  bv, bi = gather(cols_v, cols_i)
+  a_idx, a_r = cor.finalize(np.concatenate(rows_v), np.concatenate(rows_i), na)
+  b_idx, b_r = cor.finalize(bv, bi, nb)
+  return cor.MatchResult(a_idx, a_r, b_idx, b_r, excl_a, excl_b, int(t))

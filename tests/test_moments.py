@@ -1,0 +1,47 @@
+"""Mergeable float64 moments."""
+
+import numpy as np
+import pytest
+
+from rosetta_jax.match import Moments
+
+
+def test_from_array_matches_numpy_float64():
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=(1001, 7)) * 0.01 + 1e4).astype(np.float32)   # big offset
+  m = Moments.from_array(x, chunk=97)
+  x64 = x.astype(np.float64)
+  assert m.count == 1001
+  np.testing.assert_allclose(m.mean, x64.mean(0), rtol=1e-14)
+  np.testing.assert_allclose(m.m2, ((x64 - x64.mean(0)) ** 2).sum(0), rtol=1e-9)
+  np.testing.assert_array_equal(m.min, x64.min(0))
+  np.testing.assert_array_equal(m.max, x64.max(0))
+
+
+def test_merge_is_order_free_and_equals_whole():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(500, 5))
+  parts = [Moments.from_array(x[s:e]) for s, e in ((0, 3), (3, 200), (200, 500))]
+  left = parts[0].merge(parts[1]).merge(parts[2])
+  right = parts[2].merge(parts[0].merge(parts[1]))
+  whole = Moments.from_array(x)
+  for m in (left, right):
+    np.testing.assert_allclose(m.mean, whole.mean, rtol=1e-12)
+    np.testing.assert_allclose(m.m2, whole.m2, rtol=1e-12)
+  assert Moments.empty(5).merge(whole) is whole
+
+
+def test_concat_constant_and_nonfinite():
+  x = np.arange(12.0).reshape(4, 3)
+  x[:, 1] = 2.0
+  m = Moments.concat([Moments.from_array(x), Moments.from_array(x[:, :1])])
+  assert m.num_neurons == 4
+  np.testing.assert_array_equal(m.constant, [False, True, False, False])
+  assert m.first_nonfinite() is None
+  x[2, 2] = np.nan
+  with pytest.raises(ValueError, match=r"'model:layer_0/mlp'.*neuron 2"):
+    Moments.from_array(x).check_finite("model:layer_0/mlp")
+  with pytest.raises(ValueError, match="different unit counts"):
+    Moments.concat([Moments.from_array(x), Moments.from_array(x[:2])])
+  with pytest.raises(ValueError, match="cannot merge"):
+    Moments.from_array(x).merge(Moments.from_array(x[:, :2]))
