@@ -45,7 +45,8 @@ def hf_forward(model, down_projections, tokens, mask, encoder: bool = False):
   hooks = []
   for i, mod in enumerate(down_projections):
     def hook(_, args, i=i):
-      captured[i] = args[0].detach().numpy()
+      # OPT runs its MLP on [batch * seq, width]: restore [batch, seq, width].
+      captured[i] = args[0].detach().numpy().reshape(*np.shape(tokens), -1)
     hooks.append(mod.register_forward_pre_hook(hook))
   try:
     with torch.no_grad():

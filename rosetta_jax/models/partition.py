@@ -47,6 +47,7 @@ RULES: dict[str, tuple[tuple[str, P], ...]] = {
         (r".*/(q_proj|k_proj|v_proj|fc1)/kernel", COL),
         (r".*/(q_proj|k_proj|v_proj|fc1)/bias", COL_BIAS),
         (r".*/(out_proj|fc2)/kernel", ROW),
+        (r"lm_head/kernel", COL),
     ),
     "gpt2": (
         (r".*/(q_proj|k_proj|v_proj|c_fc)/kernel", COL),
