@@ -61,7 +61,10 @@ class StudyConfig:
   Attributes:
     zoo: the zoo to train (ignored for real models).
     record_docs: held-out documents to record (0 = all).
-    record_len: tokens recorded per document (each document's first window).
+    record_chars: characters kept from the start of each document (0 = all).
+    record_len: context window of the recording forward pass, in tokens.
+    record_batch: windows per recording batch.
+    pooling: how tokens pool into aligned units ("mean", "max", "last").
     k: mutual-k-NN criterion (1 = best buddies).
     r_min: optional correlation threshold for a match.
     bootstrap: document-bootstrap resamples for the CIs.
@@ -70,7 +73,10 @@ class StudyConfig:
   """
   zoo: ZooConfig = ZooConfig()
   record_docs: int = 0
+  record_chars: int = 0
   record_len: int = 64
+  record_batch: int = 16
+  pooling: str = "mean"
   k: int = 1
   r_min: float | None = None
   bootstrap: int = 200
@@ -83,12 +89,12 @@ PRESETS: dict[str, StudyConfig] = {
     "tiny": StudyConfig(
         zoo=ZooConfig(widths=(16, 32, 48, 64, 128), num_layers=2, steps=300, batch_size=16,
                       seq_len=64, ckpt_every=100),
-        record_docs=0, record_len=64, bootstrap=200),
+        record_docs=0, record_chars=600, record_len=64, bootstrap=200),
     # under an hour on 2 CPU cores: 7 sizes (16x neurons), longer training.
     "default": StudyConfig(
         zoo=ZooConfig(widths=(16, 32, 48, 64, 96, 128, 192, 256), num_layers=3, steps=2000,
                       batch_size=32, seq_len=128, ckpt_every=250, lr=2e-3, warmup=100),
-        record_docs=0, record_len=128, bootstrap=500),
+        record_docs=0, record_chars=0, record_len=128, bootstrap=500),
     # the largest zoo that is sensible on one accelerator.
     "paper": StudyConfig(
         zoo=ZooConfig(widths=(32, 64, 128, 192, 256, 384, 512, 768), num_layers=6,

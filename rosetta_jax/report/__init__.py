@@ -1,0 +1,49 @@
+"""Reports: plotly figures and one self-contained HTML file per study."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rosetta_jax.analysis.scaling import PowerLawFit
+from rosetta_jax.report import figures
+from rosetta_jax.report.html import Report
+
+
+def scaling_section(rep: Report, results: dict, fit: PowerLawFit) -> Report:
+  """Adds the scaling study (claim 1) to a report."""
+  pairs = results["pairs"]
+  sizes = np.array(results["sizes"])
+  counts = np.array(results["counts"])
+  lo = np.array([p["count_ci"][0] for p in pairs])
+  hi = np.array([p["count_ci"][1] for p in pairs])
+  labels = [p["label"] for p in pairs]
+  verdict = ("sublinear: the fraction shrinks with size" if fit.ci[1] < 1 else
+             "not significantly sublinear at this scale")
+  rep.section("Claim 1: Rosetta neurons grow as a sublinear power law")
+  rep.text(f"count ~ N^beta with beta = {fit.beta:.3f}, 95% CI [{fit.ci[0]:.3f}, "
+           f"{fit.ci[1]:.3f}] ({fit.method}, {fit.n_boot} document resamples, "
+           f"r2 = {fit.r2:.3f}); fraction ~ N^{fit.beta_fraction:.3f}. Verdict: {verdict}.")
+  rep.text(f"{results['units']} aligned units from {results['documents']} held-out documents; "
+           "Rosetta = mutual nearest neighbours on Pearson r across all layers.", css="note")
+  rep.figure(figures.count_vs_size(fit, sizes, counts, lo, hi, labels))
+  rep.figure(figures.fraction_vs_size(fit, sizes, counts / sizes, lo / sizes, hi / sizes, labels))
+  rep.figure(figures.r_distribution({p["label"]: np.array(p["r"]) for p in pairs}))
+  density = {}
+  for p in pairs:
+    n = p["num_layers_a"]
+    density[p["label"]] = ((np.arange(n) + 0.5) / n, np.array(p["layer_density_a"]))
+  rep.figure(figures.depth_profile(density))
+  rep.table(["pair", "neurons (A)", "count", "95% CI", "fraction", "mean r", "excluded"],
+            [[p["label"], p["neurons_a"], p["count"],
+              f"[{p['count_ci'][0]:.0f}, {p['count_ci'][1]:.0f}]", p["fraction"], p["r_mean"],
+              p["excluded_a"] + p["excluded_b"]] for p in pairs])
+  return rep
+
+
+def scaling_report(results: dict, fit: PowerLawFit, path: str) -> str:
+  """Writes the scaling study's report.html."""
+  rep = Report("rosetta_jax: Rosetta neuron scaling")
+  scaling_section(rep, results, fit)
+  rep.section("Run")
+  rep.table(["stage", "seconds"], [[k, v] for k, v in results["seconds"].items()])
+  return rep.write(path)

@@ -1,0 +1,81 @@
+"""Plotly figures of the scaling study."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from rosetta_jax.analysis.scaling import PowerLawFit
+
+
+def _ci_err(values, lo, hi):
+  values, lo, hi = map(np.asarray, (values, lo, hi))
+  return dict(type="data", symmetric=False, array=hi - values, arrayminus=values - lo)
+
+
+def count_vs_size(fit: PowerLawFit, sizes, counts, lo, hi, labels: Sequence[str],
+                  title: str = "Rosetta neurons vs model size") -> go.Figure:
+  """Log-log count vs total neurons, per-size bootstrap CIs, the fit and its band."""
+  xs = np.geomspace(min(sizes) * 0.8, max(sizes) * 1.25, 50)
+  band_lo, band_hi = fit.band(xs)
+  fig = go.Figure()
+  fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]),
+                           y=np.concatenate([band_hi, band_lo[::-1]]), fill="toself",
+                           fillcolor="rgba(31,119,180,0.15)", line=dict(width=0),
+                           name=f"{int(fit.n_boot)}-resample CI band", hoverinfo="skip"))
+  fig.add_trace(go.Scatter(
+      x=xs, y=fit.predict(xs), mode="lines", line=dict(color="#1f77b4"),
+      name=f"fit: beta = {fit.beta:.3f} [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}]"))
+  fig.add_trace(go.Scatter(x=xs, y=fit.predict(xs[:1])[0] * xs / xs[0], mode="lines",
+                           line=dict(color="#999", dash="dot"), name="linear (beta = 1)"))
+  fig.add_trace(go.Scatter(x=sizes, y=counts, mode="markers", text=list(labels),
+                           error_y=_ci_err(counts, lo, hi), marker=dict(size=9, color="#d62728"),
+                           name="measured (95% CI)"))
+  fig.update_layout(title=title, xaxis=dict(type="log", title="total MLP neurons N"),
+                    yaxis=dict(type="log", title="Rosetta neurons (mutual NN pairs)"),
+                    template="plotly_white", height=480)
+  return fig
+
+
+def fraction_vs_size(fit: PowerLawFit, sizes, fractions, lo, hi,
+                     labels: Sequence[str]) -> go.Figure:
+  """Fraction of neurons that are Rosetta vs size (log-log)."""
+  xs = np.geomspace(min(sizes) * 0.8, max(sizes) * 1.25, 50)
+  fig = go.Figure()
+  fig.add_trace(go.Scatter(
+      x=xs, y=fit.predict(xs) / xs, mode="lines",
+      name=f"fit: N^{fit.beta_fraction:.3f} [{fit.ci_fraction[0]:.3f}, {fit.ci_fraction[1]:.3f}]"))
+  fig.add_trace(go.Scatter(x=sizes, y=fractions, mode="markers", text=list(labels),
+                           error_y=_ci_err(fractions, lo, hi), marker=dict(size=9),
+                           name="measured (95% CI)"))
+  fig.update_layout(title="Rosetta fraction vs model size",
+                    xaxis=dict(type="log", title="total MLP neurons N"),
+                    yaxis=dict(type="log", title="fraction of neurons"),
+                    template="plotly_white", height=420)
+  return fig
+
+
+def r_distribution(r_by_label: Mapping[str, np.ndarray],
+                   title: str = "Correlation of matched pairs") -> go.Figure:
+  """A violin of matched-pair r per size."""
+  fig = go.Figure()
+  for label, r in r_by_label.items():
+    fig.add_trace(go.Violin(y=np.asarray(r), name=label, box_visible=True,
+                            meanline_visible=True, points=False))
+  fig.update_layout(title=title, yaxis=dict(title="Pearson r"), template="plotly_white",
+                    height=420, showlegend=False)
+  return fig
+
+
+def depth_profile(density_by_label: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> go.Figure:
+  """Rosetta density vs relative depth, one line per size: {label: (depths, density)}."""
+  fig = go.Figure()
+  for label, (x, y) in density_by_label.items():
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label))
+  fig.update_layout(title="Rosetta density by relative depth",
+                    xaxis=dict(title="relative layer depth", range=[-0.05, 1.05]),
+                    yaxis=dict(title="fraction of the layer's neurons"),
+                    template="plotly_white", height=420)
+  return fig
