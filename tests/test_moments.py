@@ -45,3 +45,16 @@ def test_concat_constant_and_nonfinite():
     Moments.concat([Moments.from_array(x), Moments.from_array(x[:2])])
   with pytest.raises(ValueError, match="cannot merge"):
     Moments.from_array(x).merge(Moments.from_array(x[:, :2]))
+
+
+@pytest.mark.parametrize("offset,scale", [(0.0, 1.0), (1e4, 1e-2), (1e6, 1.0)])
+def test_from_device_compensated_matches_float64(offset, scale):
+  rng = np.random.default_rng(2)
+  x = (rng.normal(size=(5001, 6)) * scale + offset).astype(np.float32)
+  x[:, 3] = 2.0
+  ref, dev = Moments.from_array(x), Moments.from_device(x, chunk=512)
+  assert dev.count == 5001
+  np.testing.assert_allclose(dev.mean, ref.mean, rtol=0, atol=1e-8 * scale)
+  np.testing.assert_allclose(dev.m2, ref.m2, rtol=1e-6, atol=1e-9)
+  np.testing.assert_array_equal(dev.min, ref.min)
+  np.testing.assert_array_equal(dev.constant, ref.constant)

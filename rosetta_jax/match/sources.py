@@ -43,7 +43,7 @@ class ArraySource:
     return np.asarray(self.array[start:stop])
 
   def moments(self) -> Moments:
-    return Moments.from_array(self.array)
+    return Moments.from_device(self.array)
 
 
 def as_source(x) -> ActivationSource:

@@ -1,0 +1,47 @@
+"""Sketch-and-rescore: candidates from a CountSketch, exact r on rescoring."""
+
+import numpy as np
+import pytest
+
+from rosetta_jax.match import SketchConfig, match, match_sketched, mutual_pairs
+from rosetta_jax.match.sketch import bucket_plan
+
+
+def test_bucket_plan_is_balanced_and_signed():
+  gather, sign = bucket_plan(1000, 64, seed=1)
+  assert len(gather) == 1024 and sorted(gather.tolist()) == list(range(1024))
+  groups = gather.reshape(-1, 64)
+  assert ((groups // 64) == np.arange(16)[:, None]).all()    # each group stays local
+  assert set(np.unique(sign[gather < 1000])) == {-1.0, 1.0}
+  assert (sign[gather >= 1000] == 0).all()
+
+
+def _sparse_pair(t=8000, n=120, planted=60, seed=0):
+  rng = np.random.default_rng(seed)
+  z = (rng.random((t, 100)) < 0.03) * rng.exponential(1.0, (t, 100))
+  a = z @ rng.normal(size=(100, n)) * 0.3 + rng.normal(size=(t, n)) * 0.5
+  b = z @ rng.normal(size=(100, n)) * 0.3 + rng.normal(size=(t, n)) * 0.5
+  a[:, :planted] += 3 * z[:, :planted]
+  b[:, :planted] += 3 * z[:, :planted]
+  return np.maximum(a, 0).astype(np.float32), np.maximum(b, 0).astype(np.float32)
+
+
+def test_sketch_recovers_planted_pairs_with_exact_r():
+  a, b = _sparse_pair()
+  a[:, 70] = 0.0                                  # a constant neuron stays excluded
+  exact = match(a, b, k=2)
+  sk = match(a, b, k=2, sketch=SketchConfig(width=512, candidates=6, chunk=2048))
+  np.testing.assert_array_equal(sk.excluded_a, [70])
+  assert (sk.a_to_b_idx[70] == -1).all() and not (sk.b_to_a_idx == 70).any()
+  same = sk.a_to_b_idx == exact.a_to_b_idx
+  assert same[:60, 0].all()                       # planted neurons: exact best neighbour
+  np.testing.assert_allclose(sk.a_to_b_r[same], exact.a_to_b_r[same], atol=1e-5)
+  e = set(zip(*mutual_pairs(exact)[:2]))
+  s = set(zip(*mutual_pairs(sk)[:2]))
+  assert len(e & s) >= 0.9 * len(e) and {(i, i) for i in range(60)} <= s
+
+
+def test_sketch_rejects_bad_k():
+  a, b = _sparse_pair(t=500, n=10, planted=5)
+  with pytest.raises(ValueError, match="candidates"):
+    match_sketched(a, b, k=5, sketch=SketchConfig(width=64, candidates=4))
