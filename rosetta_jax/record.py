@@ -25,6 +25,7 @@ in the same directory is an error naming the differing fields.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import time
 from typing import Sequence
@@ -36,6 +37,7 @@ import numpy as np
 from rosetta_jax import store as store_lib
 from rosetta_jax.data import align as align_lib
 from rosetta_jax.data.corpus import corpus_hash
+from rosetta_jax.data.tokenizer import Tokenizer
 from rosetta_jax.models import common
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -66,8 +68,19 @@ class Plan:
     return int(self.unit_offsets[-1])
 
 
+def as_tokenizer(tok) -> Tokenizer:
+  """Our byte-offset ``Tokenizer``; wraps a transformers fast tokenizer (as
+  ``load_model`` returns), raising if it has no offsets."""
+  if isinstance(tok, Tokenizer):
+    return tok
+  if hasattr(tok, "backend_tokenizer") or hasattr(tok, "is_fast"):  # transformers
+    return Tokenizer.from_transformers(tok)
+  raise ValueError(f"{type(tok).__name__} is not a tokenizer with byte offsets")
+
+
 def tokenizer_hash(tok) -> str:
   """A content hash of a tokenizer (its serialized backend and special-token flag)."""
+  tok = as_tokenizer(tok)
   backend = getattr(tok, "backend", None)
   body = backend.to_str() if backend is not None else repr(tok)
   flag = str(getattr(tok, "add_special_tokens", ""))
@@ -175,11 +188,13 @@ def make_batch(plan: Plan, w0: int, w1: int, u0: int, batch_size: int, pad_id: i
   return Batch(tokens, mask, seg, u0, u1)
 
 
+@functools.lru_cache(maxsize=32)
 def make_step(module, sites: tuple[str, ...], pooling: str, dtype: str):
   """The jitted recording step: forward pass + pooling of every site into units.
 
   ``step(params, tokens [b, L], mask [b, L], segments [b, L])`` ->
   ``{site: [b * L, neurons]}`` (rows past the batch's unit count are zeros).
+  Cached: Flax modules compare by config, so re-recording reuses compilations.
   """
   out_dtype = DTYPES[dtype]
 
@@ -249,13 +264,14 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
   if not sites:
     raise ValueError("no sites to record")
   sites = common.check_sites(sites, model.num_layers)
-  align_with = tuple(align_with or ())
+  align_with = tuple(as_tokenizer(t) for t in (align_with or ()))
+  tokenizer = as_tokenizer(model.tokenizer)
 
-  plan = make_plan(model.tokenizer, docs, max_len, align_with)
+  plan = make_plan(tokenizer, docs, max_len, align_with)
   bucket_lens = buckets(max_len)
   header = {
       "model": {"name": model.name, "weights_hash": weights_fingerprint(model.params),
-                "tokenizer": tokenizer_hash(model.tokenizer)},
+                "tokenizer": tokenizer_hash(tokenizer)},
       "sites": {s: {"neurons": n} for s, n in site_widths(model, sites).items()},
       "dtype": dtype,
       "corpus_hash": corpus_hash(docs),
@@ -276,7 +292,7 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
                      "recording; the store is inconsistent, delete it")
   step = make_step(model.module, sites, pooling, dtype)
   moments = dict(writer.moments)
-  pad_id = int(model.tokenizer.pad_id)
+  pad_id = int(tokenizer.pad_id)
 
   bar = None
   if progress:

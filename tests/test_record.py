@@ -229,3 +229,35 @@ def test_bad_input_errors(tiny, tmp_path):
   nan_model = Model("nan", model.module, bad, model.config, model.tokenizer)
   with pytest.raises(ValueError, match="'layer_0/mlp': neuron 3 is NaN"):
     record(nan_model, docs, SITES, str(tmp_path / "d"), **SETTINGS)
+
+
+def test_hf_tokenizer_and_binary_smoke(tiny, tmp_path):
+  """``python -m experiments.record`` on a tiny random HF checkpoint with a fast tokenizer."""
+  import torch
+  import transformers
+  hf_dir, workdir = tmp_path / "hf", tmp_path / "work"
+  cfg = transformers.GPTNeoXConfig(
+      vocab_size=tiny["tok"].vocab_size, hidden_size=32, num_hidden_layers=2,
+      num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+  torch.manual_seed(0)
+  transformers.GPTNeoXForCausalLM(cfg).save_pretrained(hf_dir)
+  transformers.PreTrainedTokenizerFast(tokenizer_object=tiny["tok"].backend).save_pretrained(
+      hf_dir)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.record", f"--model={hf_dir}", f"--workdir={workdir}",
+       "--max_docs=4", "--max_chars=300", "--batch_size=2", "--max_len=64",
+       f"--align_with={hf_dir}"], cwd=repo, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads((workdir / "results.json").read_text())
+  assert json.loads((workdir / "config.json").read_text())["max_len"] == 64
+  st = S.open_store(results["store"])
+  assert st.complete and results["units"] == st.units_done > 100
+  assert results["sites"] == {"layer_0/mlp": 64, "layer_1/mlp": 64}
+  x = st.site("layer_1/mlp").read(0, st.units_done)
+  assert np.isfinite(x).all() and x.std() > 0
+  # Aligned with its own tokenizer only: units are tokens (the tokenizer adds no
+  # specials), minus tokens sharing one byte span.
+  docs = load_corpus("heldout")[:4]
+  n_tokens = sum(len(tiny["tok"].encode(d.text[:300]).ids) for d in docs)
+  assert 0.9 * n_tokens <= st.units_done <= n_tokens
