@@ -16,3 +16,4 @@ from rosetta_jax.match.sources import ActivationSource, ArraySource
 from rosetta_jax.match.rosetta import (Matches, document_permutation, find_rosetta,
                                        find_rosetta_zoo, mutual_pairs)
 from rosetta_jax.match.sketch import SketchConfig, match_sketched
+from rosetta_jax.match.plan import MatchPlan, plan_match
