@@ -1,0 +1,113 @@
+"""The utility exponent alpha, from the corpus's own rank-frequency law.
+
+alpha is fixed here, from token statistics alone, before any Rosetta count is
+seen: the frequency of the r-th most frequent unit (word or word n-gram) falls as
+``r ** -alpha``. The fit is least squares on log frequency vs log rank over
+log-spaced ranks in ``[rank_min, rank_max]`` (log spacing keeps the long tail from
+dominating), where ``rank_max`` defaults to the last rank still seen at least
+``min_count`` times (below that, finite-sample flattening biases the slope). The
+CI resamples documents, keeping the full-data rank window.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from typing import Sequence
+
+import numpy as np
+
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def units(text: str, ngram: int = 1) -> list[str]:
+  """Lower-cased words and punctuation of ``text``, joined into n-grams."""
+  words = _WORD.findall(text.lower())
+  if ngram == 1:
+    return words
+  return [" ".join(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
+
+
+def rank_frequencies(texts: Sequence[str], ngram: int = 1) -> np.ndarray:
+  """Counts of every distinct unit, most frequent first.
+
+  Raises:
+    ValueError: no texts, or no units in them.
+  """
+  if not texts:
+    raise ValueError("no texts to count")
+  counts = collections.Counter()
+  for t in texts:
+    counts.update(units(t, ngram))
+  if not counts:
+    raise ValueError("the texts contain no words")
+  return np.sort(np.fromiter(counts.values(), dtype=np.int64))[::-1]
+
+
+def fit_zipf(counts: np.ndarray, rank_min: int = 1, rank_max: int | None = None,
+             min_count: int = 10, points: int = 40) -> float:
+  """alpha of ``count(r) ∝ r ** -alpha`` over a rank window.
+
+  Args:
+    counts: [V] counts sorted in decreasing order.
+    rank_min: first rank of the window (1-based).
+    rank_max: last rank; default the last rank with count >= min_count.
+    points: log-spaced ranks in the window.
+
+  Raises:
+    ValueError: unsorted counts or a window with fewer than 3 distinct ranks.
+  """
+  counts = np.asarray(counts, dtype=np.float64)
+  if counts.ndim != 1 or np.any(np.diff(counts) > 0):
+    raise ValueError("counts must be a 1-d array in decreasing order")
+  if rank_max is None:
+    rank_max = int(np.sum(counts >= min_count))
+  rank_max = min(rank_max, len(counts))
+  ranks = np.unique(np.round(np.geomspace(rank_min, max(rank_max, rank_min), points)).astype(int))
+  if len(ranks) < 3:
+    raise ValueError(f"rank window [{rank_min}, {rank_max}] is too small for a fit "
+                     f"(min_count={min_count}: too few frequent units?)")
+  x, y = np.log(ranks), np.log(counts[ranks - 1])
+  x = x - x.mean()
+  return float(-np.sum(x * (y - y.mean())) / np.sum(x ** 2))
+
+
+def estimate_alpha(texts: Sequence[str], ngram: int = 1, rank_min: int = 1,
+                   min_count: int = 10, bootstrap: int = 200, seed: int = 0) -> dict:
+  """alpha with a document-bootstrap CI.
+
+  Args:
+    texts: documents (list of strings).
+    ngram: 1 for words; n for word n-grams.
+
+  Returns:
+    dict ``alpha``, ``ci`` [2.5%, 97.5%], ``rank_max`` (of the full fit),
+    ``num_units`` (tokens), ``vocab``.
+  """
+  counts = rank_frequencies(texts, ngram)
+  alpha = fit_zipf(counts, rank_min=rank_min, min_count=min_count)
+  rank_max = int(np.sum(counts >= min_count))
+  rng = np.random.default_rng(seed)
+  per_doc = [collections.Counter(units(t, ngram)) for t in texts]
+  samples = []
+  for _ in range(bootstrap):
+    c = collections.Counter()
+    for i in rng.integers(0, len(texts), len(texts)):
+      c.update(per_doc[i])
+    sc = np.sort(np.fromiter(c.values(), dtype=np.int64))[::-1]
+    try:
+      samples.append(fit_zipf(sc, rank_min=rank_min, rank_max=rank_max))
+    except ValueError:
+      continue
+  ci = np.percentile(samples, [2.5, 97.5]).tolist() if samples else [float("nan")] * 2
+  return {"alpha": alpha, "ci": ci, "rank_max": rank_max, "num_units": int(counts.sum()),
+          "vocab": int(len(counts)), "ngram": ngram}
+
+
+def corpus_alpha(split: str = "all", ngram: int = 1, bootstrap: int = 200) -> dict:
+  """``estimate_alpha`` on the embedded corpus (``rosetta_jax.data.corpus``)."""
+  from rosetta_jax.data.corpus import load_corpus   # lazy: the corpus is optional here
+  docs = load_corpus(split)
+  out = estimate_alpha([d.text for d in docs], ngram=ngram, bootstrap=bootstrap)
+  out["split"] = split
+  return out
