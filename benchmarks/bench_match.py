@@ -1,0 +1,218 @@
+"""Matcher benchmark: four ratios measured in one run (issue 5).
+
+  python benchmarks/bench_match.py          # default sizes (2-core CPU: ~5-10 min)
+  python benchmarks/bench_match.py --full   # the issue's sizes (needs ~20 GB RAM)
+
+(1) roofline: one jitted A.T @ B of [T, Na] x [T, Nb] / our exact match time
+    (T=16384, Na=Nb=4096 float32 in both modes), with moments given (as a store
+    provides them) and including moments;
+(2) speed-up over the researcher's baseline: np.corrcoef of the stacked
+    activations, then argmax (same inputs as (1); default mode T=8192, Na=Nb=2048);
+(3) sketch-and-rescore vs exact with planted Rosetta pairs among sparse
+    activations: speed-up and recall of the exact mutual pairs (recovered with
+    the same partner and r within 1e-6); default T=131072, N=2048, full
+    T=262144, N=4096;
+(4) peak memory beyond the inputs (RSS growth, measured in a fresh process) vs
+    the Na x Nb float32 matrix alone, at Na=Nb=32768 (T=512; the ratio's
+    denominator does not depend on T).
+Timings are the best of ``--repeats`` runs after one warm-up (compilation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def best_time(fn, repeats):
+  fn()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+
+def bench_roofline(t, n, repeats):
+  import jax
+  import jax.numpy as jnp
+  from rosetta_jax.match import Moments, match
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((t, n), dtype=np.float32)
+  b = rng.standard_normal((t, n), dtype=np.float32)
+  ad, bd = jnp.asarray(a), jnp.asarray(b)
+  mm = jax.jit(lambda x, y: x.T @ y)
+  t_mm = best_time(lambda: mm(ad, bd).block_until_ready(), repeats)
+  ma, mb = Moments.from_device(ad), Moments.from_device(bd)
+  t_kernel = best_time(lambda: match(ad, bd, moments_a=ma, moments_b=mb), repeats)
+  t_full = best_time(lambda: match(ad, bd), repeats)
+  return dict(T=t, N=n, matmul_s=t_mm, match_given_moments_s=t_kernel, match_s=t_full,
+              roofline_given_moments=t_mm / t_kernel, roofline_with_moments=t_mm / t_full)
+
+
+def bench_baseline(t, n, repeats):
+  import jax.numpy as jnp
+  from rosetta_jax.match import match
+  rng = np.random.default_rng(1)
+  a = rng.standard_normal((t, n), dtype=np.float32)
+  b = rng.standard_normal((t, n), dtype=np.float32)
+
+  def baseline():
+    c = np.corrcoef(np.concatenate([a, b], axis=1).T)[:n, n:]
+    return c.argmax(axis=1), c.argmax(axis=0)
+
+  t_base = best_time(baseline, 1)
+  ad, bd = jnp.asarray(a), jnp.asarray(b)
+  t_ours = best_time(lambda: match(ad, bd), repeats)
+  ours = match(ad, bd)
+  ia, ib = baseline()
+  agree = float((ours.a_to_b_idx[:, 0] == ia).mean())
+  return dict(T=t, N=n, corrcoef_s=t_base, match_s=t_ours, speedup=t_base / t_ours,
+              same_neighbours=agree)
+
+
+def sparse_models(t, n, planted_frac=0.5, seed=0):
+  """Two models' sparse activations sharing latent features; half the neurons of
+  each are driven by one dedicated shared feature (the planted Rosetta pairs, at
+  random positions), the rest by mixtures of 3 features; ReLU of signal + noise."""
+  rng = np.random.default_rng(seed)
+  k = n
+  z = ((rng.random((t, k), dtype=np.float32) < 0.02)
+       * rng.exponential(1.0, (t, k)).astype(np.float32))
+  planted = int(n * planted_frac)
+  perm_a, perm_b = rng.permutation(n), rng.permutation(n)
+  out = []
+  for perm in (perm_a, perm_b):
+    x = rng.standard_normal((t, n), dtype=np.float32)
+    x *= 0.3
+    x -= 0.2
+    for j in range(n):
+      col = perm[j]
+      if j < planted:
+        x[:, col] += 2.0 * z[:, j]
+      else:
+        f = rng.integers(planted, k, 3)
+        x[:, col] += z[:, f] @ rng.uniform(0.5, 1.5, 3).astype(np.float32)
+    np.maximum(x, 0, out=x)
+    out.append(x)
+  pairs = {(int(perm_a[j]), int(perm_b[j])) for j in range(planted)}
+  return out[0], out[1], pairs
+
+
+def bench_sketch(t, n, width, candidates, repeats):
+  from rosetta_jax.match import Moments, SketchConfig, match, mutual_pairs
+  a, b, planted = sparse_models(t, n)
+  ma, mb = Moments.from_device(a), Moments.from_device(b)
+  cfg = SketchConfig(width=width, candidates=candidates, chunk=4 * width)
+  t_exact = best_time(lambda: match(a, b, moments_a=ma, moments_b=mb), max(1, repeats - 1))
+  t_sketch = best_time(lambda: match(a, b, moments_a=ma, moments_b=mb, sketch=cfg), repeats)
+  ex = match(a, b, moments_a=ma, moments_b=mb)
+  sk = match(a, b, moments_a=ma, moments_b=mb, sketch=cfg)
+  ea, eb, er = mutual_pairs(ex)
+  sa, sb, sr = mutual_pairs(sk)
+  exact = {(i, j): r for i, j, r in zip(ea.tolist(), eb.tolist(), er.tolist())}
+  got = {(i, j): r for i, j, r in zip(sa.tolist(), sb.tolist(), sr.tolist())}
+  recovered = sum(1 for p, r in exact.items() if p in got and abs(got[p] - r) <= 1e-6)
+  false = sum(1 for p in got if p not in exact)
+  flops_exact = 2.0 * t * n * n
+  flops_sketch = 2.0 * width * n * n + 2.0 * t * n * candidates * 2 + 2.0 * t * n * 2
+  return dict(T=t, N=n, width=width, candidates=candidates, exact_s=t_exact,
+              sketch_s=t_sketch, speedup=t_exact / t_sketch,
+              exact_mutual_pairs=len(exact), recovered=recovered,
+              recall=recovered / max(1, len(exact)), false_pairs=false,
+              planted_found_exact=len(planted & set(exact)), planted=len(planted),
+              flop_ratio=flops_exact / flops_sketch)
+
+
+def _memory_child(mode, t, n):
+  """Runs in a fresh process: RSS growth of one match beyond its inputs."""
+  import jax
+  import jax.numpy as jnp
+  from rosetta_jax.match import Moments, match
+  jnp.zeros(8).block_until_ready()
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((t, n), dtype=np.float32)
+  b = rng.standard_normal((t, n), dtype=np.float32)
+  ma, mb = Moments.from_array(a), Moments.from_array(b)
+
+  class Source:        # a store-like source: the matcher streams it by unit chunks
+    def __init__(self, x):
+      self.x, (self.num_units, self.num_neurons) = x, x.shape
+
+    def read(self, s, e):
+      return self.x[s:e]
+
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  t0 = time.perf_counter()
+  if mode == "stream":
+    match(Source(a), Source(b), moments_a=ma, moments_b=mb, block_a=512, chunk=256)
+  else:
+    match(a, b, moments_a=ma, moments_b=mb)
+  secs = time.perf_counter() - t0
+  after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  print(json.dumps(dict(mode=mode, extra_bytes=after - before, seconds=secs)))
+
+
+def bench_memory(t, n):
+  out = dict(T=t, N=n, full_matrix_bytes=4.0 * n * n)
+  for mode in ("stream", "arrays"):
+    res = subprocess.run([sys.executable, __file__, "--memory-child", mode, str(t), str(n)],
+                         capture_output=True, text=True, check=True)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    out[f"{mode}_extra_bytes"] = r["extra_bytes"]
+    out[f"{mode}_s"] = r["seconds"]
+    out[f"{mode}_ratio"] = r["extra_bytes"] / out["full_matrix_bytes"]
+  return out
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--full", action="store_true", help="the issue's sizes")
+  p.add_argument("--repeats", type=int, default=2)
+  p.add_argument("--only", default="1234", help="which parts to run, e.g. 13")
+  p.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+  args = p.parse_args()
+  if args.memory_child:
+    mode, t, n = args.memory_child
+    _memory_child(mode, int(t), int(n))
+    return
+  res = {"machine": f"{os.cpu_count()} CPU cores, no GPU", "full": args.full}
+  if "1" in args.only:
+    res["roofline"] = r = bench_roofline(16384, 4096, args.repeats)
+    print(f"(1) roofline  T={r['T']} N={r['N']}: matmul {r['matmul_s']:.2f}s, match "
+          f"{r['match_given_moments_s']:.2f}s (moments given) / {r['match_s']:.2f}s (incl. "
+          f"moments) -> ratio {r['roofline_given_moments']:.2f} / {r['roofline_with_moments']:.2f}",
+          flush=True)
+  if "2" in args.only:
+    t, n = (16384, 4096) if args.full else (8192, 2048)
+    res["baseline"] = r = bench_baseline(t, n, args.repeats)
+    print(f"(2) vs np.corrcoef+argmax T={t} N={n}: {r['corrcoef_s']:.2f}s vs {r['match_s']:.2f}s "
+          f"-> speed-up {r['speedup']:.1f}x (same best neighbour: {r['same_neighbours']:.4f})",
+          flush=True)
+  if "3" in args.only:
+    t, n = (262144, 4096) if args.full else (131072, 2048)
+    res["sketch"] = r = bench_sketch(t, n, width=2048, candidates=8, repeats=args.repeats)
+    print(f"(3) sketch T={t} N={n} width={r['width']} c={r['candidates']}: exact "
+          f"{r['exact_s']:.2f}s, sketch {r['sketch_s']:.2f}s -> speed-up {r['speedup']:.1f}x "
+          f"(flop ratio {r['flop_ratio']:.1f}x); recall {r['recovered']}/{r['exact_mutual_pairs']}"
+          f" = {r['recall']:.4f}, false pairs {r['false_pairs']}, planted found exactly "
+          f"{r['planted_found_exact']}/{r['planted']}", flush=True)
+  if "4" in args.only:
+    res["memory"] = r = bench_memory(512, 32768)
+    print(f"(4) memory N=32768 T=512: full matrix {r['full_matrix_bytes'] / 2**30:.2f} GiB; "
+          f"ours beyond inputs: streaming {r['stream_extra_bytes'] / 2**20:.0f} MiB "
+          f"({r['stream_ratio']:.1%}), in-memory {r['arrays_extra_bytes'] / 2**20:.0f} MiB "
+          f"({r['arrays_ratio']:.1%})", flush=True)
+  print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+  main()
