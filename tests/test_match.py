@@ -153,3 +153,10 @@ def test_streaming_source_equals_arrays(mesh_shape):
   assert max(sa.reads) <= 80 and max(sb.reads) <= 80     # never all units at once
   np.testing.assert_array_equal(res.excluded_a, [3])
   _check(res, a, b, 2)
+
+
+def test_make_mesh_shapes_and_errors():
+  assert dict(make_mesh().shape) == {"data": 1, "model": 1}
+  assert dict(make_mesh(model=4).shape) == {"data": 2, "model": 4}
+  with pytest.raises(ValueError, match="needs 16 devices"):
+    make_mesh(data=16)
