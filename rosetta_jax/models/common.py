@@ -218,10 +218,11 @@ def unembed(x: Array, embedding: Array) -> Array:
 # Fields that never change the forward pass of an inference model (dropouts,
 # initialisers, generation and bookkeeping fields).
 HARMLESS_HF_FIELDS = frozenset({
-    "_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype",
+    "_name_or_path", "_model_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype",
     "model_type", "id2label", "label2id", "problem_type", "return_dict",
     "output_attentions", "output_hidden_states", "chunk_size_feed_forward",
     "use_cache", "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id",
+    "unk_token_id", "mask_token_id", "cls_token_id",
     "decoder_start_token_id", "initializer_range", "init_std", "gradient_checkpointing",
     "attention_dropout", "hidden_dropout", "dropout", "attention_probs_dropout_prob",
     "hidden_dropout_prob", "classifier_dropout", "activation_dropout", "layerdrop",

@@ -104,21 +104,31 @@ def iter_checkpoint(files: list[Path]) -> Iterator[tuple[str, np.ndarray, Path]]
       del state
 
 
-def iter_gguf(gguf_path: Path, hf_config, fam: registry.Family
+def read_gguf_metadata(gguf_path: Path) -> dict:
+  """transformers' parse of a GGUF file's metadata: {"config": ..., "tokenizer": ...}."""
+  from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+  return load_gguf_checkpoint(str(gguf_path), return_tensors=False)
+
+
+def iter_gguf(gguf_path: Path, parsed: dict, hf_config, fam: registry.Family
               ) -> Iterator[tuple[str, np.ndarray, Path]]:
   """Yields (Hugging Face tensor name, dequantised array, file) from a GGUF file.
 
   Uses transformers' GGUF reader pieces (name map, per-architecture processors such
   as the q/k permutation of llama.cpp), one tensor at a time.
+
+  Args:
+    gguf_path: the GGUF file.
+    parsed: its metadata (``read_gguf_metadata``).
+    hf_config: the transformers config built from it.
+    fam: the family, for the auto class whose tensor names the map targets.
   """
   import torch
   import transformers
   from gguf import GGUFReader, dequantize
   from transformers.modeling_gguf_pytorch_utils import (
-      TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map, load_gguf_checkpoint,
-      read_field)
-  parsed = load_gguf_checkpoint(str(gguf_path), return_tensors=False)
-  parsed["tensors"] = {}
+      TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map, read_field)
+  parsed = dict(parsed, tensors={})
   reader = GGUFReader(str(gguf_path))
   arch = read_field(reader, "general.architecture")[0]
   processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=parsed["config"])
@@ -144,10 +154,13 @@ def load_tokenizer(model_dir: Path, gguf_file: str | None = None):
   return transformers.AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, **kwargs)
 
 
-def _read_hf_config(model_dir: Path, gguf_file: str | None):
+def _read_hf_config(model_dir: Path, gguf_meta: dict | None):
   import transformers
-  if gguf_file is not None:
-    return transformers.AutoConfig.from_pretrained(str(model_dir), gguf_file=gguf_file)
+  if gguf_meta is not None:
+    cfg = dict(gguf_meta["config"])
+    model_type = cfg.pop("model_type")
+    registry.family(model_type, "GGUF metadata")
+    return transformers.AutoConfig.for_model(model_type, **cfg)
   config_path = model_dir / "config.json"
   if not config_path.exists():
     raise FileNotFoundError(f"{config_path} is missing")
@@ -196,14 +209,17 @@ def load_model(name_or_dir: str | os.PathLike, dtype=jnp.float32, mesh=None,
   dtype = jnp.dtype(dtype)
   if gguf_file is not None:
     gguf_path = Path(gguf_file)
-    model_dir = gguf_path.parent if gguf_path.is_absolute() else resolve_dir(name_or_dir)
-    gguf_path = model_dir / gguf_path.name
+    if gguf_path.is_absolute():
+      model_dir = gguf_path.parent
+    else:
+      model_dir = resolve_dir(name_or_dir)
+      gguf_path = model_dir / gguf_path
     if not gguf_path.exists():
       raise FileNotFoundError(f"GGUF file {gguf_path} does not exist")
-    gguf_name = gguf_path.name
+    gguf_name, gguf_meta = gguf_path.name, read_gguf_metadata(gguf_path)
   else:
-    model_dir, gguf_name = resolve_dir(name_or_dir), None
-  hf_config = _read_hf_config(model_dir, gguf_name)
+    model_dir, gguf_name, gguf_meta = resolve_dir(name_or_dir), None, None
+  hf_config = _read_hf_config(model_dir, gguf_meta)
   fam = registry.family(hf_config.model_type, str(model_dir))
   config = fam.config_from_hf(hf_config, dtype=dtype.name)
   module = fam.build(config)
@@ -214,7 +230,7 @@ def load_model(name_or_dir: str | os.PathLike, dtype=jnp.float32, mesh=None,
     shardings = {p: jax.sharding.SingleDeviceSharding(jax.devices()[0]) for p in shapes}
 
   if gguf_name is not None:
-    tensors = iter_gguf(gguf_path, hf_config, fam)
+    tensors = iter_gguf(gguf_path, gguf_meta, hf_config, fam)
   else:
     tensors = iter_checkpoint(checkpoint_files(model_dir))
   placed: dict[str, jax.Array] = {}
