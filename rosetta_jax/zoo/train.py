@@ -127,7 +127,8 @@ def train_width(cfg: ZooConfig, width: int, stream: np.ndarray, width_dir: str,
   params, opt_state = _init(module, opt, cfg)
   options = ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=1)
   losses = []
-  with ocp.CheckpointManager(os.path.join(width_dir, "ckpt"), options=options) as mngr:
+  with ocp.CheckpointManager(os.path.abspath(os.path.join(width_dir, "ckpt")),
+                             options=options) as mngr:
     start = 0
     if mngr.latest_step() is not None:
       start = mngr.latest_step()
