@@ -11,8 +11,9 @@
    bucketed length (powers of two up to ``max_len``, so a few shapes compile
    once). One jitted step runs the forward pass and pools tokens into units on
    the device (segment ops), so only pooled ``[units, neurons]`` rows reach the
-   host, one batch at a time; the logits are never computed (the step drops
-   them and XLA removes the dead unembedding).
+   host, one batch at a time (with ``overlap``, the next batch is computing on
+   the device meanwhile); the logits are never computed (the step drops them
+   and XLA removes the dead unembedding).
 3. *Append and commit*: each site's rows are written into the store, per-neuron
    moments are merged (float64, Chan), and the manifest is committed atomically.
 
@@ -217,7 +218,7 @@ def site_widths(model, sites: tuple[str, ...]) -> dict[str, int]:
 def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *,
            batch_size: int = 8, max_len: int = 512, pooling: str = "mean",
            align_with: Sequence | None = None, dtype: str = "float32",
-           progress: bool = True, commit_interval_s: float = 5.0,
+           progress: bool = True, commit_interval_s: float = 5.0, overlap: bool = True,
            batch_sharding=None) -> store_lib.Store:
   """Records pooled unit activations of ``model`` on ``docs`` into ``store_dir``.
 
@@ -236,6 +237,10 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
     progress: show a tqdm bar (units/s, ETA).
     commit_interval_s: commit at most this often (0 = every batch); a kill loses
       at most this much work.
+    overlap: dispatch batch k + 1 to the device before the host fetches, checks
+      and writes batch k, so device compute overlaps host work. Memory: one
+      batch of pooled activations on the host plus the one being computed on
+      the device (False: strictly one batch at a time, slower).
     batch_sharding: optional ``jax.sharding.Sharding`` for the [batch, L] inputs
       (e.g. ``NamedSharding(mesh, P("data"))``); parameters keep their own.
 
@@ -299,7 +304,31 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
     from tqdm.auto import tqdm
     bar = tqdm(total=plan.total_units, initial=done, unit="unit", unit_scale=True,
                desc=f"record {model.name}", dynamic_ncols=True)
-  last_commit, u_prev = time.monotonic(), 0
+  state = {"last_commit": time.monotonic(), "moments": moments}
+
+  def finish(u0: int, u1: int, out) -> None:
+    """Host side of one batch: fetch, check, merge moments, write, maybe commit."""
+    futures = []
+    for s in sites if u1 > u0 else ():
+      rows = np.asarray(out[s])[:u1 - u0]  # host slice: no per-shape compile
+      m = store_lib.chunk_moments(rows)
+      if not (np.isfinite(m.min).all() and np.isfinite(m.max).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(m.min) & np.isfinite(m.max)))[0])
+        doc = int(np.searchsorted(plan.unit_offsets, u0, side="right") - 1)
+        raise ValueError(f"site {s!r}: neuron {bad} is NaN or inf in units "
+                         f"[{u0}, {u1}) (from document {plan.doc_ids[doc]!r})")
+      state["moments"][s] = state["moments"][s].merge(m)
+      futures.append(writer.write(s, u0, rows))
+    for f in futures:  # all sites' writes run concurrently
+      f.result()
+    now = time.monotonic()
+    if now - state["last_commit"] >= commit_interval_s or u1 == plan.total_units:
+      writer.commit(u1, state["moments"])
+      state["last_commit"] = now
+    if bar is not None:
+      bar.update(u1 - u0)
+
+  pending, u_prev = None, 0
   try:
     for w0, w1, u1 in bounds:
       u0, u_prev = u_prev, u1
@@ -309,32 +338,19 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
       inputs = (batch.tokens, batch.mask, batch.segments)
       if batch_sharding is not None:
         inputs = tuple(jax.device_put(x, batch_sharding) for x in inputs)
-      out = step(model.params, *inputs)
-      n_units = batch.u1 - batch.u0
-      futures = []
-      for s in sites:
-        if not n_units:
-          continue
-        rows = np.asarray(out[s])[:n_units]  # host slice: no per-shape compile
-        m = store_lib.chunk_moments(rows)
-        if not (np.isfinite(m.min).all() and np.isfinite(m.max).all()):
-          bad = int(np.flatnonzero(~(np.isfinite(m.min) & np.isfinite(m.max)))[0])
-          doc = int(np.searchsorted(plan.unit_offsets, u0, side="right") - 1)
-          raise ValueError(f"site {s!r}: neuron {bad} is NaN or inf in units "
-                           f"[{u0}, {u1}) (from document {plan.doc_ids[doc]!r})")
-        moments[s] = moments[s].merge(m)
-        futures.append(writer.write(s, u0, rows))
+      out = step(model.params, *inputs)  # dispatched asynchronously
+      if overlap and pending is not None:
+        finish(*pending)  # host work on batch k while the device computes k + 1
+      pending = (u0, u1, out)
+      if not overlap:
+        finish(*pending)
+        pending = None
       del out
-      for f in futures:
-        f.result()
-      now = time.monotonic()
-      if now - last_commit >= commit_interval_s or u1 == plan.total_units:
-        writer.commit(u1, moments)
-        last_commit = now
-      if bar is not None:
-        bar.update(u1 - u0)
+    if pending is not None:
+      finish(*pending)
+      pending = None
     if writer.units_done != plan.total_units:  # e.g. trailing batches without units
-      writer.commit(plan.total_units, moments)
+      writer.commit(plan.total_units, state["moments"])
   finally:
     if bar is not None:
       bar.close()

@@ -36,7 +36,7 @@ MANIFEST = "manifest.json"
 DOCUMENTS = "documents.json"
 DTYPES = {"float32": "<f4", "bfloat16": "bfloat16"}
 PROGRESS_KEYS = ("units_done", "moments_file", "complete")
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 
 try:  # The matcher's Moments; an equivalent fallback keeps this module standalone.
   from rosetta_jax.match.moments import Moments
@@ -76,13 +76,20 @@ except ImportError:  # pragma: no cover - only when the matcher is absent
 
 
 def chunk_moments(x: np.ndarray) -> Moments:
-  """Moments of a [units, neurons] chunk, in float64."""
-  x64 = np.asarray(x, dtype=np.float64)
-  if x64.shape[0] == 0:
-    return Moments.empty(x64.shape[1])
-  mean = x64.mean(axis=0)
-  m2 = np.square(x64 - mean).sum(axis=0)
-  return Moments(int(x64.shape[0]), mean, m2, x64.min(axis=0), x64.max(axis=0))
+  """Moments of a [units, neurons] chunk, in float64 (two-pass within the chunk:
+  float64 sum, then the float64 sum of squared deviations)."""
+  x = np.asarray(x)
+  if x.dtype not in (np.float32, np.float64):
+    x = x.astype(np.float32)  # bfloat16 -> float32 is exact
+  n = x.shape[0]
+  if n == 0:
+    return Moments.empty(x.shape[1])
+  mean = np.add.reduce(x, axis=0, dtype=np.float64) / n
+  d = x.astype(np.float64)
+  d -= mean
+  m2 = np.einsum("ij,ij->j", d, d)
+  return Moments(int(n), mean, m2, x.min(axis=0).astype(np.float64),
+                 x.max(axis=0).astype(np.float64))
 
 
 def _atomic_write(path: str, data: bytes) -> None:
@@ -108,9 +115,12 @@ def _site_path(root: str, site: str) -> str:
 
 
 def _chunks(num_units: int, num_neurons: int, itemsize: int) -> list[int]:
-  """[units, neurons] chunk shape: whole rows up to 4096 neurons, ~4 MiB chunks."""
+  """[units, neurons] chunk shape: rows of up to 4096 neurons, ~1 MiB chunks.
+
+  Small chunks keep the read-modify-write of the one partial chunk at each
+  batch's edge cheap; readers fetch many chunks per call anyway."""
   cn = min(num_neurons, 4096)
-  cu = max(64, min(1 << 16, CHUNK_BYTES // max(cn * itemsize, 1)))
+  cu = max(16, min(1 << 16, CHUNK_BYTES // max(cn * itemsize, 1)))
   cu = 1 << (cu.bit_length() - 1)
   return [max(1, min(cu, num_units)), max(1, cn)]
 
