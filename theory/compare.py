@@ -46,8 +46,9 @@ def read_measured(path: str) -> dict:
 
 def predicted_ci(budgets, params: capacity.CapacityParams, alpha_ci, max_features: int) -> list:
   """Range of the predicted Rosetta beta as alpha spans its CI (other params fixed)."""
+  alphas = [*np.linspace(alpha_ci[0], alpha_ci[1], 5), float(params.alpha)]
   vals = [float(capacity.fitted_beta(budgets, dataclasses.replace(params, alpha=a), max_features))
-          for a in np.linspace(alpha_ci[0], alpha_ci[1], 5)]
+          for a in alphas]
   return [min(vals), max(vals)]
 
 
@@ -102,10 +103,24 @@ def write_report(res: dict, path: str) -> None:
     f.write(doc)
 
 
+def _cached_sim(workdir: str, sim_config: simulate.SimConfig) -> dict | None:
+  """The ``simulated`` block of a previous results.json with the same sim config."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    sim = json.load(f).get("simulated") or {}
+  want = json.loads(json.dumps(dataclasses.asdict(sim_config)))
+  return sim if sim.get("config") == want else None
+
+
 def run_comparison(sim_config: simulate.SimConfig, workdir: str, alpha_info: dict,
                    measured_path: str | None = None, seed_noise: float = 0.25,
                    matcher: Callable | None = None, log: Callable = print) -> dict:
   """The whole comparison; writes config.json, results.json, report.html.
+
+  Resumes: a results.json in ``workdir`` whose simulation used the same
+  ``sim_config`` supplies the simulation (the predictions are always recomputed).
 
   Args:
     sim_config: the simulation sweep (its alpha must equal alpha_info["alpha"]).
@@ -133,7 +148,11 @@ def run_comparison(sim_config: simulate.SimConfig, workdir: str, alpha_info: dic
   pred["beta_rosetta_ci"] = predicted_ci(budgets, params, alpha_info["ci"], f_)
   pred["beta_tail_limit"] = 1.0 / alpha_info["alpha"]
   log(f"predicted beta (F={f_}, budgets {budgets}): {pred['beta_rosetta']:.3f}")
-  sim = simulate.run_sweep(sim_config, matcher, log)
+  sim = _cached_sim(workdir, sim_config)
+  if sim is None:
+    sim = simulate.run_sweep(sim_config, matcher, log)
+  else:
+    log("reusing the simulation in results.json (same sim config)")
   table = [
       {"source": "predicted (capacity model)", "beta": pred["beta_rosetta"],
        "ci": pred["beta_rosetta_ci"], "note": "range over alpha's CI; same F and budgets as sim"},
