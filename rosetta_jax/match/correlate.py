@@ -107,12 +107,14 @@ def _standardise(x, mu, s, unit0, num_units, compute_dtype):
   return z.astype(compute_dtype)
 
 
-def _merge_topk(vals, idx, new_vals, new_idx, k):
-  """Merges a running top-k [n, k] with candidates [n, m] (higher indices)."""
+def _merge_topk(vals, idx, new_vals, offset, k):
+  """Merges a running top-k [n, k] with candidates [n, m] whose neuron ids are
+  ``offset + column`` (all higher than the running ids). Ids are recovered from the
+  top-k positions, so no [n, m] index array is ever built."""
   v = jnp.concatenate([vals, new_vals], axis=1)
-  i = jnp.concatenate([idx, new_idx], axis=1)
   top_v, pos = lax.top_k(v, k)
-  return top_v, jnp.take_along_axis(i, pos, axis=1)
+  old = jnp.take_along_axis(idx, jnp.minimum(pos, k - 1), axis=1)
+  return top_v, jnp.where(pos < k, old, offset + pos - k).astype(jnp.int32)
 
 
 def _masked_block(g, s_a_blk, s_b_blk):
@@ -161,16 +163,15 @@ def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
 
   def a_block(i, carry):
     rows_v, rows_i, cols_v, cols_i = carry
-    a_ids = (a_off + i * ba + jnp.arange(ba, dtype=jnp.int32))
+    a0 = (a_off + i * ba).astype(jnp.int32)
 
     def b_block(j, inner):
       rv, ri, cv, ci = inner
       g = gram(i, j)
-      b_ids = j * bb + jnp.arange(bb, dtype=jnp.int32)
-      rv, ri = _merge_topk(rv, ri, g, jnp.broadcast_to(b_ids, g.shape), k)
+      rv, ri = _merge_topk(rv, ri, g, (j * bb).astype(jnp.int32), k)
       bcv = lax.dynamic_slice(cv, (j * bb, 0), (bb, k))
       bci = lax.dynamic_slice(ci, (j * bb, 0), (bb, k))
-      bcv, bci = _merge_topk(bcv, bci, g.T, jnp.broadcast_to(a_ids, (bb, ba)), k)
+      bcv, bci = _merge_topk(bcv, bci, g.T, a0, k)
       cv = lax.dynamic_update_slice(cv, bcv, (j * bb, 0))
       ci = lax.dynamic_update_slice(ci, bci, (j * bb, 0))
       return rv, ri, cv, ci

@@ -41,8 +41,8 @@ def _merge_body(g, cols_v, cols_i, s_a, s_b, a0, *, k):
   pa_l = g.shape[1]
   blk = cor._masked_block(lax.psum(g[0], "data"), s_a, s_b)   # [pa_l, nb]
   rv, ri = lax.top_k(blk, k)
-  a_ids = a0 + lax.axis_index("model") * pa_l + jnp.arange(pa_l, dtype=jnp.int32)
-  cv, ci = cor._merge_topk(cols_v, cols_i, blk.T, jnp.broadcast_to(a_ids, blk.T.shape), k)
+  first = (a0 + lax.axis_index("model") * pa_l).astype(jnp.int32)
+  cv, ci = cor._merge_topk(cols_v, cols_i, blk.T, first, k)
   return rv, ri.astype(jnp.int32), cv, ci
 
 
