@@ -108,15 +108,16 @@ def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,
   """
   w = np.asarray(weights, dtype=np.float64)
   na, c = stats.cand_a.shape
-  nb = stats.cand_b.shape[0]
-  if k > c:
-    raise ValueError(f"k={k} exceeds the {c} candidates kept per neuron")
+  nb, c_b = stats.cand_b.shape
+  if k > min(c, c_b):
+    raise ValueError(f"k={k} exceeds the {min(c, c_b)} candidates kept per neuron")
   n = w @ stats.n
   ma, mb = (w @ stats.sa) / n[:, None], (w @ stats.sb) / n[:, None]
   va = (w @ stats.saa) / n[:, None] - ma ** 2
   vb = (w @ stats.sbb) / n[:, None] - mb ** 2
-  sab = np.einsum("bd,dic->bic", w, stats.sab) / n[:, None, None]
-  sba = np.einsum("bd,djc->bjc", w, stats.sba) / n[:, None, None]
+  # One [B, D] x [D, N*c] matmul per direction serves every resample.
+  sab = (w @ stats.sab.reshape(len(stats.n), -1)).reshape(len(w), na, c) / n[:, None, None]
+  sba = (w @ stats.sba.reshape(len(stats.n), -1)).reshape(len(w), nb, c_b) / n[:, None, None]
   ca, cb = np.maximum(stats.cand_a, 0), np.maximum(stats.cand_b, 0)
   with np.errstate(invalid="ignore", divide="ignore"):
     r_ab = (sab - ma[:, :, None] * mb[:, ca]) / np.sqrt(va[:, :, None] * vb[:, ca])

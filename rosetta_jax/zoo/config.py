@@ -50,6 +50,8 @@ class ZooConfig:
   def __post_init__(self):
     if len(self.seeds) < 2:
       raise ValueError("the zoo needs at least two seeds per size to find Rosetta neurons")
+    if self.steps < 1 or self.ckpt_every < 1:
+      raise ValueError(f"steps ({self.steps}) and ckpt_every ({self.ckpt_every}) must be >= 1")
     if len(set(self.widths)) != len(self.widths):
       raise ValueError(f"duplicate widths in {self.widths}")
 

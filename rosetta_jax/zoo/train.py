@@ -70,7 +70,8 @@ def batch_for(stream: jax.Array, seed: int, step: jax.Array, batch: int, seq_len
 
 
 def _optimizer(cfg: ZooConfig) -> optax.GradientTransformation:
-  sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup, cfg.steps,
+  warmup = min(cfg.warmup, cfg.steps - 1)
+  sched = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(cfg.steps, warmup + 1),
                                              end_value=cfg.lr * 0.1)
   return optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(sched, b1=0.9, b2=0.95, weight_decay=cfg.weight_decay))

@@ -1,0 +1,53 @@
+"""Document-bootstrap re-matching equals brute-force matching of the resampled data."""
+import numpy as np
+
+from rosetta_jax.match import match, mutual_pairs
+from rosetta_jax.analysis import bootstrap
+
+
+def brute_mutual_count(a, b, k=1):
+  na = a.shape[1]
+  c = np.corrcoef(a.T.astype(np.float64), b.T.astype(np.float64))[:na, na:]
+  c = np.nan_to_num(c, nan=-np.inf)
+  top_a = np.argsort(-c, axis=1, kind="stable")[:, :k]
+  top_b = np.argsort(-c.T, axis=1, kind="stable")[:, :k]
+  return sum(i in top_b[j] for i in range(na) for j in top_a[i])
+
+
+def data(seed=0, docs=12, per=9, na=10, nb=13):
+  rng = np.random.default_rng(seed)
+  t = docs * per
+  shared = rng.normal(size=(t, 6))
+  a = np.concatenate([shared, rng.normal(size=(t, na - 6))], 1) + 0.6 * rng.normal(size=(t, na))
+  b = np.concatenate([shared[:, ::-1], rng.normal(size=(t, nb - 6))], 1) + 0.6 * rng.normal(size=(t, nb))
+  b[:, -1] = 2.0                                    # a constant neuron
+  return a.astype(np.float32), b.astype(np.float32), np.repeat(np.arange(docs), per)
+
+
+def test_unit_weights_reproduce_full_data_count():
+  a, b, doc = data()
+  res = match(a, b, k=4)
+  stats = bootstrap.doc_stats(a, b, doc, res.a_to_b_idx, res.b_to_a_idx)
+  for k in (1, 2):
+    got = bootstrap.resample_counts(stats, np.ones((1, 12)), k=k)
+    assert got[0] == len(mutual_pairs(res, k=k)[0]) == brute_mutual_count(a, b, k)
+
+
+def test_resamples_equal_brute_force_on_expanded_data():
+  a, b, doc = data(seed=1)
+  nb = b.shape[1]
+  # Every neuron a candidate: the candidate search is then exact.
+  cand_a = np.tile(np.arange(nb), (a.shape[1], 1))
+  cand_b = np.tile(np.arange(a.shape[1]), (nb, 1))
+  stats = bootstrap.doc_stats(a, b, doc, cand_a, cand_b, chunk=17)
+  w = bootstrap.bootstrap_weights(12, 6, seed=3)
+  got = bootstrap.resample_counts(stats, w, k=1)
+  for row, g in zip(w, got):
+    idx = np.concatenate([np.flatnonzero(doc == d) for d in range(12) for _ in range(int(row[d]))])
+    assert g == brute_mutual_count(a[idx], b[idx]), row
+
+
+def test_weights_shape_and_seed():
+  w = bootstrap.bootstrap_weights(7, 5, seed=0)
+  assert w.shape == (5, 7) and np.all(w.sum(1) == 7)
+  assert np.array_equal(w, bootstrap.bootstrap_weights(7, 5, seed=0))
