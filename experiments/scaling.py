@@ -23,7 +23,7 @@ import json
 
 from absl import app, flags, logging
 
-from rosetta_jax import study
+from rosetta_jax.studies import scaling as study
 from rosetta_jax.zoo import config as config_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumed if it exists).",

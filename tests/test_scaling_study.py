@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from rosetta_jax import study
+from rosetta_jax.studies import common, scaling as study
 from rosetta_jax.zoo import config
 
 MICRO = config.StudyConfig(
@@ -59,7 +59,7 @@ def test_workdir_with_other_config_is_refused(run):
 
 def test_bad_models_spec(tmp_path):
   with pytest.raises(ValueError, match="empty"):
-    study.resolve_models(" ", MICRO, str(tmp_path))
+    common.resolve_models(" ", MICRO, str(tmp_path))
 
 
 def test_binary_rejects_unknown_preset(tmp_path):

@@ -1,169 +1,29 @@
-"""The scaling study: models -> recorded activations -> Rosetta pairs -> power law.
+"""The scaling study (claim 1): Rosetta count vs model size, with a bootstrap CI.
 
 ``run_scaling(cfg, workdir, models="zoo")`` is the library behind
-``python -m experiments.scaling``. Every stage writes into ``workdir`` and is
-reused when the same command runs again: the zoo resumes from its checkpoints,
-recordings resume from their stores, finished pair matches are cached. A
-workdir that holds a different configuration is an error, never overwritten.
-
-Pairs: for the zoo, the seeds of each width are matched with each other (the
-"independently trained models" of the definition). For a list of models,
-``A+B,C+D`` pairs models joined by ``+`` (one size per group); a plain list
-``A,B,C`` matches every pair and places each pair at the geometric mean of the
-two models' neuron counts.
+``python -m experiments.scaling``: models -> recorded activations -> Rosetta
+pairs per size -> power law. Finished pair matches are cached in
+``workdir/pairs`` so a re-run only redoes what is missing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import itertools
 import json
 import os
 import time
-from typing import Sequence
 
 import numpy as np
 from absl import logging
 
-from rosetta_jax import record as record_lib
 from rosetta_jax import store as store_lib
 from rosetta_jax.analysis import bootstrap, scaling
-from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.match import rosetta
 from rosetta_jax.match.sources import ConcatSource
 from rosetta_jax.models import base
+from rosetta_jax.report import scaling_report
+from rosetta_jax.studies.common import (Pair, doc_index, prepare_workdir, record_models,
+                                        resolve_models, study_documents, write_json)
 from rosetta_jax.zoo import config as config_lib
-from rosetta_jax.zoo import train
-
-
-@dataclasses.dataclass(frozen=True)
-class Pair:
-  """Two models compared at one size."""
-  label: str
-  a: base.Model
-  b: base.Model
-
-  @property
-  def size(self) -> float:
-    return float(np.sqrt(self.a.num_neurons * self.b.num_neurons))
-
-
-# ----------------------------------------------------------------------------
-# Workdir
-# ----------------------------------------------------------------------------
-
-
-def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=_json_default)
-  os.replace(tmp, path)
-
-
-def _json_default(x):
-  if isinstance(x, (np.integer,)):
-    return int(x)
-  if isinstance(x, (np.floating,)):
-    return float(x)
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  raise TypeError(f"not JSON serialisable: {type(x)}")
-
-
-def prepare_workdir(workdir: str, config: dict) -> None:
-  """Creates ``workdir`` with ``config.json``, or checks it holds the same config."""
-  path = os.path.join(workdir, "config.json")
-  config = json.loads(json.dumps(config, default=_json_default))
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    if old != config:
-      diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-      raise ValueError(f"{workdir} holds a run with a different configuration (differs in "
-                       f"{diff}); choose another --workdir or delete it")
-    return
-  os.makedirs(workdir, exist_ok=True)
-  _write_json(path, config)
-
-
-# ----------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------
-
-
-def resolve_models(spec: str, cfg: config_lib.StudyConfig, workdir: str,
-                   progress: bool = True) -> list[Pair]:
-  """Turns ``--models`` into the pairs to match (training the zoo if asked)."""
-  spec = spec.strip()
-  if not spec:
-    raise ValueError("--models is empty: use 'zoo' or a comma-separated list of models")
-  if spec == "zoo":
-    models = train.train_zoo(cfg.zoo, os.path.join(workdir, "zoo"), progress=progress)
-    by_width = {}
-    for m in models:
-      by_width.setdefault(m.config.hidden_size, []).append(m)
-    return [Pair(f"w{w}" + ("" if len(ms) == 2 else f"-{a.name}-{b.name}"), a, b)
-            for w, ms in by_width.items() for a, b in itertools.combinations(ms, 2)]
-  from rosetta_jax.models import load_model  # pylint: disable=g-import-not-at-top
-  groups = [g.split("+") for g in spec.split(",")]
-  loaded = {n: load_model(n) for g in groups for n in g}
-  if any(len(g) > 1 for g in groups):
-    if any(len(g) < 2 for g in groups):
-      raise ValueError(f"--models={spec}: every '+' group needs at least two models")
-    return [Pair(_short(a) + "~" + _short(b), loaded[a], loaded[b])
-            for g in groups for a, b in itertools.combinations(g, 2)]
-  if len(loaded) < 2:
-    raise ValueError("--models needs at least two models to match")
-  return [Pair(_short(a) + "~" + _short(b), loaded[a], loaded[b])
-          for a, b in itertools.combinations([g[0] for g in groups], 2)]
-
-
-def _short(name: str) -> str:
-  return os.path.basename(os.path.normpath(name)) or name
-
-
-# ----------------------------------------------------------------------------
-# Recording
-# ----------------------------------------------------------------------------
-
-
-def study_documents(cfg: config_lib.StudyConfig) -> list[corpus_lib.Document]:
-  """The held-out documents the study records, cut to ``record_chars``."""
-  docs = corpus_lib.load_corpus("heldout")
-  if cfg.record_docs:
-    docs = docs[:cfg.record_docs]
-  if cfg.record_chars:
-    docs = [dataclasses.replace(d, text=d.text[:cfg.record_chars]) for d in docs]
-  return docs
-
-
-def record_models(models: Sequence[base.Model], docs, workdir: str,
-                  cfg: config_lib.StudyConfig, progress: bool = True) -> dict:
-  """Records every model's MLP sites; returns {model name: Store}."""
-  toks = {}
-  for m in models:
-    toks.setdefault(record_lib.tokenizer_hash(m.tokenizer), m.tokenizer)
-  align_with = list(toks.values()) if len(toks) > 1 else None
-  stores = {}
-  for m in models:
-    path = os.path.join(workdir, "acts", _safe(m.name))
-    stores[m.name] = record_lib.record(
-        m, docs, m.mlp_sites(), path, batch_size=cfg.record_batch,
-        max_len=min(cfg.record_len, getattr(m.config, "max_position_embeddings", 1 << 30)),
-        pooling=cfg.pooling, align_with=align_with, progress=progress)
-  return stores
-
-
-def _safe(name: str) -> str:
-  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-80:] + "-" + \
-      hashlib.sha1(name.encode()).hexdigest()[:6]
-
-
-def doc_index(store: store_lib.Store) -> np.ndarray:
-  """[T] document index of each unit."""
-  offs = store.documents["unit_offsets"]
-  return np.repeat(np.arange(len(offs) - 1), np.diff(offs))
 
 
 # ----------------------------------------------------------------------------
@@ -221,7 +81,7 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       "num_layers_a": len(sites_a), "boot_counts": boot.tolist(),
       "resamples": len(weights), "seconds": {"match": t_match, "bootstrap": t_boot},
   }
-  _write_json(cache, out)
+  write_json(cache, out)
   return out
 
 
@@ -237,7 +97,6 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   Writes ``config.json``, ``results.json``, ``report.html`` (and the zoo,
   activation stores and pair tables beneath ``workdir``).
   """
-  from rosetta_jax.report import scaling_report  # pylint: disable=g-import-not-at-top
   prepare_workdir(workdir, {"study": "scaling", "models": models,
                             "config": config_lib.to_dict(cfg)})
   t_start = time.time()
@@ -271,7 +130,7 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
       "seconds": {"models": t_models, "record": t_record, "match": t_match,
                   "total": time.time() - t_start},
   }
-  _write_json(os.path.join(workdir, "results.json"), results)
+  write_json(os.path.join(workdir, "results.json"), results)
   scaling_report(results, fit, os.path.join(workdir, "report.html"))
   logging.info("beta = %.3f [%.3f, %.3f] over %d sizes", fit.beta, *fit.ci, len(rows))
   return results
