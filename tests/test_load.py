@@ -160,3 +160,13 @@ def test_checkpoint_files_order(tiny, tmp_path):
   tiny[1].save_pretrained(tmp_path / "s", max_shard_size="10KB")
   files = hf_loader.checkpoint_files(tmp_path / "s")
   assert len(files) > 1 and all(f.exists() for f in files)
+
+
+def test_bf16_checkpoint_reads_exactly(tiny, tmp_path):
+  import copy
+  model = copy.deepcopy(tiny[1]).to(torch.bfloat16)
+  model.save_pretrained(tmp_path / "bf16")
+  ours = load_model(tmp_path / "bf16")
+  want = model.gpt_neox.layers[1].mlp.dense_h_to_4h.weight.detach().float().numpy().T
+  got = np.asarray(ours.params["layers_1"]["mlp"]["dense_h_to_4h"]["kernel"])
+  assert got.dtype == np.float32 and np.array_equal(got, want)

@@ -84,19 +84,50 @@ def _to_numpy(tensor) -> np.ndarray:
   return tensor.detach().numpy()
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+def iter_safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+  """Yields (name, array) from a safetensors file, reading one tensor at a time.
+
+  Plain positioned reads rather than a memory map: a mapped file's touched pages
+  count in the process's RSS until it is closed, which for a single-file checkpoint
+  would be a second full copy; reads leave only the current tensor in memory.
+  """
+  with open(path, "rb") as fh:
+    header_len = int.from_bytes(fh.read(8), "little")
+    header = json.loads(fh.read(header_len))
+    header.pop("__metadata__", None)
+    base = 8 + header_len
+    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+      try:
+        dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+      except KeyError:
+        raise ValueError(f"{path}: tensor {name!r} has unsupported dtype "
+                         f"{info['dtype']}") from None
+      start, end = info["data_offsets"]
+      fh.seek(base + start)
+      array = np.frombuffer(fh.read(end - start), dtype).reshape(info["shape"])
+      if np.issubdtype(dtype, np.floating) or dtype == jnp.bfloat16:
+        array = array.astype(np.float32)
+      yield name, array
+
+
 def iter_checkpoint(files: list[Path]) -> Iterator[tuple[str, np.ndarray, Path]]:
   """Yields (tensor name, array in Hugging Face layout, file) one tensor at a time.
 
-  safetensors files are read with ``safe_open`` (memory-mapped); ``.bin`` files with
-  ``torch.load(mmap=True)``, so neither is read whole into memory.
+  safetensors files are read tensor by tensor (``iter_safetensors``); ``.bin``
+  files with ``torch.load(mmap=True)``, so neither is read whole into memory.
   """
   import torch
-  from safetensors import safe_open
   for f in files:
     if f.suffix == ".safetensors":
-      with safe_open(str(f), framework="pt") as reader:
-        for name in reader.keys():
-          yield name, _to_numpy(reader.get_tensor(name)), f
+      for name, array in iter_safetensors(f):
+        yield name, array, f
     else:
       state = torch.load(str(f), map_location="cpu", mmap=True, weights_only=True)
       for name in list(state):
