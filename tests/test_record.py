@@ -128,8 +128,8 @@ def test_crash_before_commit_then_resume_is_bit_identical(tiny, tmp_path, monkey
 
   monkeypatch.setattr(S.StoreWriter, "commit", failing_commit)
   path = str(tmp_path / "s")
-  with pytest.raises(RuntimeError, match="simulated crash"):  # overlapped host/device
-    record(tiny["model"], tiny["docs"], SITES, path, align_with=[tiny["other"]], overlap=True,
+  with pytest.raises(RuntimeError, match="simulated crash"):  # strictly serial this time
+    record(tiny["model"], tiny["docs"], SITES, path, align_with=[tiny["other"]], overlap=False,
            **SETTINGS)
   monkeypatch.setattr(S.StoreWriter, "commit", real_commit)
   partial = S.open_store(path)
