@@ -263,3 +263,20 @@ def test_hf_tokenizer_and_binary_smoke(tiny, tmp_path):
   docs = load_corpus("heldout")[:4]
   n_tokens = sum(len(tiny["tok"].encode(d.text[:300]).ids) for d in docs)
   assert 0.9 * n_tokens <= st.units_done <= n_tokens
+
+
+def test_batch_sharded_over_eight_devices(tiny, tmp_path):
+  """Inputs split over a ("data", "model") mesh of 8 fake CPU devices give the same store."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from rosetta_jax.sharding import make_mesh
+  assert len(jax.devices()) == 8
+  mesh = make_mesh(data=8, model=1)
+  kw = {**SETTINGS, "batch_size": 8}
+  docs, model = tiny["docs"][:6], tiny["model"]
+  plain = record(model, docs, SITES, str(tmp_path / "plain"), **kw)
+  sharded = record(model, docs, SITES, str(tmp_path / "sharded"),
+                   batch_sharding=NamedSharding(mesh, P("data", None)), **kw)
+  assert sharded.units_done == plain.units_done
+  for s in SITES:
+    np.testing.assert_allclose(sharded.site(s).read(0, sharded.units_done),
+                               plain.site(s).read(0, plain.units_done), rtol=1e-5, atol=1e-6)
