@@ -66,7 +66,8 @@ def count_variants(acts_a: Mapping, acts_b: Mapping, doc_index, weights,
     null_permutation: None, or a seed for the document-block permutation null.
 
   Returns:
-    One dict per criterion: k, r_min, count, boot [B] counts, ci [2].
+    One dict per criterion: k, r_min, count, boot [B] counts, ci [2], r_max (the
+    largest r among the pairs).
   """
   doc_index = np.asarray(doc_index)
   if max(k for k, _ in criteria) > candidates:
@@ -85,8 +86,9 @@ def count_variants(acts_a: Mapping, acts_b: Mapping, doc_index, weights,
                               num_docs=int(dense.max()) + 1)
   out = []
   for k, r_min in criteria:
-    ia, _, _ = rosetta.mutual_pairs(result, k=k, r_min=r_min)
+    ia, _, r = rosetta.mutual_pairs(result, k=k, r_min=r_min)
     boot = bootstrap.resample_counts(stats, weights, k=k, r_min=r_min)
     out.append({"k": int(k), "r_min": r_min, "count": int(len(ia)), "boot": boot.tolist(),
-                "ci": np.quantile(boot, [0.025, 0.975]).tolist()})
+                "ci": np.quantile(boot, [0.025, 0.975]).tolist(),
+                "r_max": float(r.max()) if len(r) else float("nan")})
   return out

@@ -14,6 +14,7 @@ shared pipeline: models -> stores -> Rosetta pairs -> unit labels.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -47,6 +48,22 @@ class Context:
   weights: np.ndarray                 # [B, D] document bootstrap multiplicities
   rows: list                          # scaling.match_pair results, one per pair
   seconds: dict
+
+
+def load_study_config(path: str) -> config_lib.StudyConfig:
+  """A ``StudyConfig`` from a JSON file: a study's config.json (``{"config": {...}}``)
+  or the bare dict of ``config_lib.to_dict``; unknown fields are an error."""
+  with open(path) as f:
+    d = json.load(f)
+  d = d.get("config", d)
+  zoo = dict(d.pop("zoo", {}))
+  for k in ("widths", "seeds"):
+    if k in zoo:
+      zoo[k] = tuple(zoo[k])
+  try:
+    return config_lib.StudyConfig(zoo=config_lib.ZooConfig(**zoo), **d)
+  except TypeError as e:
+    raise ValueError(f"{path}: not a study config ({e})") from None
 
 
 def study_config(cfg: config_lib.StudyConfig, workdir: str, models: str, study: str,
@@ -109,14 +126,18 @@ def rosetta_sets(ctx: Context, pair) -> tuple[np.ndarray, np.ndarray, tuple]:
     return dict(zip(m.mlp_sites(), np.cumsum([0] + n)[:-1])), int(sum(n))
   off_a, na = offsets(pair.a)
   off_b, nb = offsets(pair.b)
-  ia, jb, r = [], [], []
-  with open(os.path.join(ctx.workdir, "pairs", f"{pair.label}.tsv")) as f:
-    next(f)
-    for line in f:
-      sa, i, sb, j, rr = line.rstrip("\n").split("\t")
-      ia.append(off_a[sa] + int(i))
-      jb.append(off_b[sb] + int(j))
-      r.append(float(rr))
+  row = ctx.rows[ctx.pairs.index(pair)]
+  if "idx_a" in row:              # global (sites concatenated) indices from match_pair
+    ia, jb, r = row["idx_a"], row["idx_b"], row["r"]
+  else:                           # older caches: the pairs table
+    ia, jb, r = [], [], []
+    with open(os.path.join(ctx.workdir, "pairs", f"{pair.label}.tsv")) as f:
+      next(f)
+      for line in f:
+        sa, i, sb, j, rr = line.rstrip("\n").split("\t")
+        ia.append(off_a[sa] + int(i))
+        jb.append(off_b[sb] + int(j))
+        r.append(float(rr))
   ma, mb = np.zeros(na, bool), np.zeros(nb, bool)
   ma[ia], mb[jb] = True, True
   return ma, mb, (np.array(ia, np.int64), np.array(jb, np.int64), np.array(r))
