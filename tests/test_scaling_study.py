@@ -38,7 +38,8 @@ def test_outputs_exist_and_are_sane(run):
     r = np.array(p["r"])
     assert len(r) == p["count"] and np.all((r > -1) & (r <= 1 + 1e-6))
     assert p["count_ci"][0] <= p["count_ci"][1]
-    assert os.path.exists(os.path.join(workdir, "pairs", p["label"] + ".tsv"))
+    assert any(f.startswith(p["label"]) and f.endswith(".tsv")
+               for f in os.listdir(os.path.join(workdir, "pairs")))
   html = open(os.path.join(workdir, "report.html")).read()
   assert html.count("Plotly.newPlot") >= 4 and "beta" in html
 

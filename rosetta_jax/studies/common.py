@@ -124,8 +124,9 @@ def _short(name: str) -> str:
 def study_documents(cfg: config_lib.StudyConfig) -> list[corpus_lib.Document]:
   """The held-out documents the study records, cut to ``record_chars``."""
   docs = corpus_lib.load_corpus("heldout")
-  if cfg.record_docs:
-    docs = docs[:cfg.record_docs]
+  if cfg.record_docs and cfg.record_docs < len(docs):
+    # Evenly spaced over the id-sorted documents, so every domain keeps its share.
+    docs = [docs[i] for i in np.linspace(0, len(docs) - 1, cfg.record_docs).astype(int)]
   if cfg.record_chars:
     docs = [dataclasses.replace(d, text=d.text[:cfg.record_chars]) for d in docs]
   return docs

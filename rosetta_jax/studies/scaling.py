@@ -36,14 +36,19 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
   """Matches one pair, counts Rosetta pairs, and bootstraps the count.
 
   Returns a JSON-ready dict (count, fraction, r distribution, per-layer density,
-  bootstrap counts) and writes the pairs table to ``cache_dir``.
+  bootstrap counts) and writes the pairs table to ``cache_dir``. Results are
+  cached per (pair, criterion): ``{label}.json`` for best buddies, a suffixed name
+  for other k / r_min / candidate settings.
   """
   os.makedirs(cache_dir, exist_ok=True)
-  cache = os.path.join(cache_dir, f"{pair.label}.json")
+  key = pair.label
+  if (cfg.k, cfg.r_min, cfg.candidates) != (1, None, config_lib.StudyConfig.candidates):
+    key += f"-k{cfg.k}-r{cfg.r_min}-c{cfg.candidates}"
+  cache = os.path.join(cache_dir, f"{key}.json")
   if os.path.exists(cache):
     with open(cache) as f:
       out = json.load(f)
-    if out.get("resamples") == len(weights):
+    if out.get("resamples") == len(weights) and "idx_a" in out:
       return out
   sa, sb = stores[pair.a.name], stores[pair.b.name]
   store_lib.check_same_units(sa, sb)
@@ -65,7 +70,7 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
   t_boot = time.time() - t0
   layer_a = np.searchsorted(off_a, ia, side="right") - 1
   per_layer = np.bincount(layer_a, minlength=len(sites_a)) / np.diff(off_a)
-  with open(os.path.join(cache_dir, f"{pair.label}.tsv"), "w") as f:
+  with open(os.path.join(cache_dir, f"{key}.tsv"), "w") as f:
     f.write("site_a\tneuron_a\tsite_b\tneuron_b\tr\n")
     lb = np.searchsorted(off_b, jb, side="right") - 1
     for i, j, la, lb_, rr in zip(ia, jb, layer_a, lb, r):
@@ -75,6 +80,7 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       "neurons_a": pair.a.num_neurons, "neurons_b": pair.b.num_neurons,
       "size": pair.size, "count": int(len(ia)), "fraction": len(ia) / pair.size,
       "count_ci": np.quantile(boot, [0.025, 0.975]).tolist(),
+      "idx_a": ia.tolist(), "idx_b": jb.tolist(),
       "r": r.tolist(), "r_mean": float(r.mean()) if len(r) else float("nan"),
       "excluded_a": int(len(result.excluded_a)), "excluded_b": int(len(result.excluded_b)),
       "units": int(result.num_units), "layer_density_a": per_layer.tolist(),
@@ -121,7 +127,8 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
       "study": "scaling", "models": models,
       "sizes": sizes.tolist(), "counts": counts.tolist(),
       "fractions": (counts / sizes).tolist(),
-      "pairs": [{k: v for k, v in r.items() if k not in ("boot_counts",)} for r in rows],
+      "pairs": [{k: v for k, v in r.items() if k not in ("boot_counts", "idx_a", "idx_b")}
+                for r in rows],
       "fit": fit.to_dict(),
       "units": rows[0]["units"], "documents": num_docs, "bootstrap": cfg.bootstrap,
       "model_info": [{"name": m.name, "neurons": m.num_neurons, "layers": m.num_layers,

@@ -217,3 +217,38 @@ def heldout_loss(model: base.Model, stream: np.ndarray, seq_len: int, n: int = 1
   starts = np.linspace(0, len(stream) - seq_len - 2, n).astype(int)
   windows = jnp.asarray(np.stack([stream[s:s + seq_len + 1] for s in starts]))
   return float(jax.jit(lambda p: loss_fn(model.module, p, windows))(model.params))
+
+
+def continue_training(model: base.Model, stream: np.ndarray, steps: int, *, lr: float = 1e-3,
+                      batch_size: int = 16, seq_len: int = 64, seed: int = 0,
+                      warmup: int = 10) -> tuple[base.Model, list[float]]:
+  """Continues pretraining one model on a token stream (data filtering, claim 6).
+
+  AdamW with linear warmup then cosine decay; the batch order is a function of
+  ``(seed, step)`` as in the zoo.
+
+  Returns:
+    (the updated Model, the loss every 10 steps).
+  """
+  if len(stream) <= seq_len + 1:
+    raise ValueError(f"stream of {len(stream)} tokens is too short for seq_len={seq_len}")
+  cfg = ZooConfig(steps=steps, lr=lr, warmup=warmup, batch_size=batch_size, seq_len=seq_len)
+  opt = _optimizer(cfg)
+  module = model.module
+
+  @jax.jit
+  def step_fn(params, opt_state, stream, step):
+    windows = batch_for(stream, seed, step, batch_size, seq_len)
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(module, p, windows))(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  params = model.params
+  opt_state = opt.init(params)
+  stream = jnp.asarray(stream)
+  losses = []
+  for step in range(steps):
+    params, opt_state, loss = step_fn(params, opt_state, stream, jnp.int32(step))
+    if (step + 1) % 10 == 0:
+      losses.append(float(loss))
+  return dataclasses.replace(model, params=params), losses
