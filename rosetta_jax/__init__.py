@@ -1,5 +1,26 @@
-from rosetta_jax.models import load_model  # noqa: F401
+"""rosetta_jax: find Rosetta Neurons and measure how they scale, in JAX.
+
+The few names a notebook needs::
+
+  import rosetta_jax as rj
+  model = rj.load_model("path/or/offline:NAME")       # Flax port of an HF checkpoint
+  logits, sites = model(tokens, sites=["layer_3/mlp"])
+  store = rj.record(model, docs, model.mlp_sites(), "acts/a")   # chunked, resumable
+  res = rj.match(a, b, k=1)                           # [T, Na] x [T, Nb] -> top-k both ways
+  ia, jb, r = rj.mutual_pairs(res)                    # best buddies
+  table = rj.find_rosetta({site: acts}, {site: acts}) # across layers, with a null option
+  fit = rj.fit_power_law(sizes, counts, boot_counts)  # count ~ N^beta with a CI
+
+Everything else lives in submodules a user rarely imports: ``models``, ``data``,
+``match``, ``analysis``, ``studies``, ``zoo``, ``report``.
+"""
+
+from rosetta_jax import record  # noqa: F401  (a callable module: rj.record(model, docs, ...))
+from rosetta_jax.analysis.scaling import PowerLawFit, fit_power_law  # noqa: F401
+from rosetta_jax.data.corpus import Document, load_corpus  # noqa: F401
 from rosetta_jax.match import (Matches, MatchResult, find_rosetta,  # noqa: F401
                                find_rosetta_zoo, match, mutual_pairs)
-from rosetta_jax import record  # noqa: F401  (a callable module: rj.record(model, docs, ...))
+from rosetta_jax.match.plan import plan_match  # noqa: F401
+from rosetta_jax.models import load_model  # noqa: F401
+from rosetta_jax.models.base import Model  # noqa: F401
 from rosetta_jax.store import open_store  # noqa: F401
