@@ -28,7 +28,8 @@ class Model:
     params: its parameter pytree (possibly sharded).
     config: the family config dataclass (has ``num_layers`` and
       ``neurons_per_layer``).
-    tokenizer: a ``rosetta_jax.data.tokenizer.Tokenizer`` or None.
+    tokenizer: a ``rosetta_jax.data.tokenizer.Tokenizer`` (the zoo's), a transformers
+      fast tokenizer (``load_model``; the recorder wraps it), or None.
     causal: whether the model is a causal LM (False for encoders such as BERT).
   """
   name: str
