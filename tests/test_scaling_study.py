@@ -68,3 +68,34 @@ def test_binary_rejects_unknown_preset(tmp_path):
                         f"--workdir={tmp_path}"], capture_output=True, text=True)
   assert out.returncode != 0 and "huge" in out.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_unknown_model_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no_such_model_dir"):
+    common.resolve_models("no_such_model_dir,other", MICRO, str(tmp_path))
+
+
+def test_hf_checkpoint_dirs_end_to_end(tmp_path):
+  """--models=DIR_A,DIR_B,DIR_C on tiny random HF checkpoints (issue 4's path)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.data import corpus, tokenizer  # pylint: disable=g-import-not-at-top
+  from transformers import PreTrainedTokenizerFast  # pylint: disable=g-import-not-at-top
+  tok = tokenizer.train_bpe([d.text for d in corpus.load_corpus("train")[:50]], 300)
+  dirs = []
+  for i, width in enumerate((32, 48, 64)):
+    torch.manual_seed(i)
+    hf = GPTNeoXForCausalLM(GPTNeoXConfig(
+        vocab_size=300, hidden_size=width, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=2 * width, max_position_embeddings=64)).eval()
+    d = tmp_path / f"neox{width}"
+    hf.save_pretrained(d)
+    PreTrainedTokenizerFast(tokenizer_object=tok.backend).save_pretrained(d)
+    dirs.append(str(d))
+  cfg = config.StudyConfig(zoo=MICRO.zoo, record_docs=20, record_chars=200, record_len=64,
+                           bootstrap=10, candidates=4)
+  res = study.run_scaling(cfg, str(tmp_path / "run"), ",".join(dirs), progress=False)
+  assert [p["label"] for p in res["pairs"]] == ["neox32~neox48", "neox32~neox64", "neox48~neox64"]
+  assert res["sizes"] == pytest.approx([np.sqrt(128 * 192), np.sqrt(128 * 256), np.sqrt(192 * 256)])
+  assert np.isfinite(res["fit"]["count"]["beta"]) and min(res["counts"]) > 0
+  assert os.path.exists(tmp_path / "run" / "report.html")
