@@ -33,12 +33,15 @@ _MODELS = flags.DEFINE_string("models", "zoo", "'zoo', or comma-separated model 
 _K = flags.DEFINE_integer("k", None, "Mutual-k-NN criterion (default: the preset's, 1).")
 _R_MIN = flags.DEFINE_float("r_min", None, "Minimum r of a Rosetta pair.")
 _BOOTSTRAP = flags.DEFINE_integer("bootstrap", None, "Document-bootstrap resamples.")
+_NULL = flags.DEFINE_bool("null_threshold", None,
+                          "Require r above the strongest permutation-null pair (default on).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
 def make_config() -> config_lib.StudyConfig:
   cfg = config_lib.get_preset(_PRESET.value)
-  overrides = {"k": _K.value, "r_min": _R_MIN.value, "bootstrap": _BOOTSTRAP.value}
+  overrides = {"k": _K.value, "r_min": _R_MIN.value, "bootstrap": _BOOTSTRAP.value,
+               "null_threshold": _NULL.value}
   overrides = {k: v for k, v in overrides.items() if v is not None}
   if overrides.get("k", 1) < 1:
     raise app.UsageError("--k must be >= 1")

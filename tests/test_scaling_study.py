@@ -11,9 +11,9 @@ from rosetta_jax.studies import common, scaling as study
 from rosetta_jax.zoo import config
 
 MICRO = config.StudyConfig(
-    zoo=config.ZooConfig(widths=(16, 32, 64), num_layers=1, vocab_size=400, seq_len=32,
-                         batch_size=8, steps=40, warmup=5, ckpt_every=20),
-    record_docs=60, record_chars=400, record_len=32, bootstrap=30, candidates=4)
+    zoo=config.ZooConfig(widths=(16, 32, 48), num_layers=1, vocab_size=400, seq_len=64,
+                         batch_size=16, steps=300, warmup=20, ckpt_every=150),
+    record_docs=120, record_chars=400, record_len=64, bootstrap=30, candidates=4)
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,16 @@ def test_outputs_exist_and_are_sane(run):
   with open(os.path.join(workdir, "results.json")) as f:
     disk = json.load(f)
   assert disk["counts"] == res["counts"]
-  assert res["sizes"] == [64.0, 128.0, 256.0]            # 1 layer x 4 * width neurons
+  assert res["sizes"] == [64.0, 128.0, 192.0]            # 1 layer x 4 * width neurons
   counts = np.array(res["counts"])
   assert np.all(counts > 0) and np.all(counts <= np.array(res["sizes"]))
   fit = res["fit"]["count"]
   assert np.isfinite(fit["beta"]) and fit["ci"][0] <= fit["beta"] <= fit["ci"][1]
+  # Under the permutation null the best pairs are far weaker than real Rosetta pairs,
+  # and no counted pair is weaker than the null's best.
   for p in res["pairs"]:
+    assert p["null_count"] > 0 and np.mean(p["r"]) > 3 * p["null_r_max"], p
+    assert min(p["r"]) > p["null_r_max"] and p["count"] <= p["raw_count"]
     r = np.array(p["r"])
     assert len(r) == p["count"] and np.all((r > -1) & (r <= 1 + 1e-6))
     assert p["count_ci"][0] <= p["count_ci"][1]

@@ -37,13 +37,18 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
 
   Returns a JSON-ready dict (count, fraction, r distribution, per-layer density,
   bootstrap counts) and writes the pairs table to ``cache_dir``. Results are
-  cached per (pair, criterion): ``{label}.json`` for best buddies, a suffixed name
-  for other k / r_min / candidate settings.
+  cached per (pair, criterion): ``{label}.json`` for the default criterion, a
+  suffixed name for other k / r_min / candidate / null-threshold settings.
+
+  The dataset-permutation null runs through the same matcher (B's documents
+  shuffled as blocks); with ``cfg.null_threshold`` a pair counts only if its r
+  exceeds the strongest pair the null produced, so chance matches are excluded.
   """
   os.makedirs(cache_dir, exist_ok=True)
   key = pair.label
-  if (cfg.k, cfg.r_min, cfg.candidates) != (1, None, config_lib.StudyConfig.candidates):
-    key += f"-k{cfg.k}-r{cfg.r_min}-c{cfg.candidates}"
+  if (cfg.k, cfg.r_min, cfg.candidates, cfg.null_threshold) != (
+      1, None, config_lib.StudyConfig.candidates, True):
+    key += f"-k{cfg.k}-r{cfg.r_min}-c{cfg.candidates}-n{int(cfg.null_threshold)}"
   cache = os.path.join(cache_dir, f"{key}.json")
   if os.path.exists(cache):
     with open(cache) as f:
@@ -58,15 +63,25 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
   t0 = time.time()
   result, sites_a, off_a, sites_b, off_b = rosetta.match_sites(
       acts_a, acts_b, k=c, model_a=pair.a.name, model_b=pair.b.name)
+  null, *_ = rosetta.match_sites(acts_a, acts_b, k=cfg.k, model_a=pair.a.name,
+                                 model_b=pair.b.name, null_permutation=cfg.seed,
+                                 doc_ids=doc_index(sa))
   t_match = time.time() - t0
-  ia, jb, r = rosetta.mutual_pairs(result, k=cfg.k, r_min=cfg.r_min)
+  _, _, null_r = rosetta.mutual_pairs(null, k=cfg.k, r_min=cfg.r_min)
+  null_r_max = float(null_r.max()) if len(null_r) else None
+  r_min = cfg.r_min
+  if cfg.null_threshold and null_r_max is not None:
+    above = float(np.nextafter(np.float32(null_r_max), np.float32(np.inf)))
+    r_min = above if r_min is None else max(r_min, above)
+  raw = len(rosetta.mutual_pairs(result, k=cfg.k)[0])
+  ia, jb, r = rosetta.mutual_pairs(result, k=cfg.k, r_min=r_min)
   # Bootstrap over documents, re-matching each resample among the candidates.
   t0 = time.time()
   stats = bootstrap.doc_stats(ConcatSource(list(acts_a.values())),
                               ConcatSource(list(acts_b.values())), doc_index(sa),
                               result.a_to_b_idx, result.b_to_a_idx,
                               num_docs=len(sa.documents["doc_ids"]))
-  boot = bootstrap.resample_counts(stats, weights, k=cfg.k, r_min=cfg.r_min)
+  boot = bootstrap.resample_counts(stats, weights, k=cfg.k, r_min=r_min)
   t_boot = time.time() - t0
   layer_a = np.searchsorted(off_a, ia, side="right") - 1
   per_layer = np.bincount(layer_a, minlength=len(sites_a)) / np.diff(off_a)
@@ -80,6 +95,8 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       "neurons_a": pair.a.num_neurons, "neurons_b": pair.b.num_neurons,
       "size": pair.size, "count": int(len(ia)), "fraction": len(ia) / pair.size,
       "count_ci": np.quantile(boot, [0.025, 0.975]).tolist(),
+      "raw_count": raw, "null_count": int(len(null_r)), "null_r_max": null_r_max,
+      "r_threshold": r_min,
       "idx_a": ia.tolist(), "idx_b": jb.tolist(),
       "r": r.tolist(), "r_mean": float(r.mean()) if len(r) else float("nan"),
       "excluded_a": int(len(result.excluded_a)), "excluded_b": int(len(result.excluded_b)),
@@ -126,6 +143,7 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   results = {
       "study": "scaling", "models": models,
       "sizes": sizes.tolist(), "counts": counts.tolist(),
+      "null_counts": [r.get("null_count") for r in rows],
       "fractions": (counts / sizes).tolist(),
       "pairs": [{k: v for k, v in r.items() if k not in ("boot_counts", "idx_a", "idx_b")}
                 for r in rows],

@@ -69,6 +69,8 @@ class StudyConfig:
     pooling: how tokens pool into aligned units ("mean", "max", "last").
     k: mutual-k-NN criterion (1 = best buddies).
     r_min: optional correlation threshold for a match.
+    null_threshold: also require r above the strongest pair found under the
+      dataset-permutation null (B's documents shuffled), per model pair.
     bootstrap: document-bootstrap resamples for the CIs.
     candidates: per-neuron candidates kept for the bootstrap re-matching.
     seed: seed of the bootstrap.
@@ -81,6 +83,7 @@ class StudyConfig:
   pooling: str = "mean"
   k: int = 1
   r_min: float | None = None
+  null_threshold: bool = True
   bootstrap: int = 200
   candidates: int = 8
   seed: int = 0
