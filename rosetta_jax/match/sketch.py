@@ -11,13 +11,28 @@ axis first:
    ``<S x, S y>`` is an unbiased estimate of ``<x, y>``. Centering is applied
    after sketching (``S(x - mu) = S x - (S 1) mu``), so one pass suffices.
 2. Candidates (2 width Na Nb flops): the exact kernel (``match``) on the sketched
-   columns, keeping the top ``candidates`` of every neuron in both directions.
-3. Rescore (O(T (Na + Nb) c)): the exact Pearson r of every candidate pair over
-   all T units, in a second streaming pass; neighbours are re-ranked on these.
+   columns, keeping the top ``candidates`` (c) of every neuron in both directions.
+3. Rescore (O(T (Na k + P))): the exact Pearson r of candidate pairs over all T
+   units, in a second streaming pass. Each A neuron's first k candidates are
+   rescored slot by slot (one column gather of B per slot, A's columns used in
+   place); the other candidates of both sides are kept only if their sketched r
+   is within ``margin`` of the neuron's k-th best sketched r, deduplicated (a
+   Rosetta pair is usually in both lists) and rescored as a pair list (P pairs,
+   a gather on both sides). Every neuron's list is then ranked on the exact r of
+   all rescored pairs that contain it (its own candidates and the other side's).
 
-The result is exact (same neighbours, same r as ``match``) for every neuron whose
-true top-k is among its candidates; ``benchmarks/bench_match.py`` measures the
-recall of exact mutual pairs and the flop saving.
+Cost on a CPU: the sketch and the rescoring are gathers, memory-bound at
+~2 ns per gathered float on the 2-core test machine, while the exact kernel is a
+matmul at ~100 GFLOP/s: one rescored pair-unit costs about as much as 100
+pair-units of the exact Gram. The speed-up over ``match`` is therefore about
+N / (100 * (1 + 2 P / N + sketch pass)) there, i.e. it grows linearly with the
+neuron count (see docs/matcher.md for measured figures); on accelerators, where
+gathers run at memory bandwidth, the constant is far smaller.
+
+The result is exact (same neighbours, same r as ``match``, to float32 rounding of
+sums in a different order) for every neuron whose true top-k is among its
+rescored pairs; ``benchmarks/bench_match.py`` measures the recall of exact mutual
+pairs and the speed-up.
 """
 
 from __future__ import annotations
@@ -28,9 +43,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from rosetta_jax.match import correlate as cor
 from rosetta_jax.match.api import match, prepare
+
+PAIR_BUCKET = 512   # residual pair lists are padded to a multiple of this (fewer compiles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,15 +57,19 @@ class SketchConfig:
 
   Attributes:
     width: sketch size (buckets along the unit axis); the candidate search costs
-      2 * width * Na * Nb flops.
+      2 * width * Na * Nb flops. T / width is the compression.
     candidates: candidates kept per neuron (>= k), rescored exactly.
     seed: seed of the bucket permutations and signs.
     chunk: units per streaming step (rounded up to a multiple of ``width``).
+    margin: candidates beyond a neuron's first k are rescored only if their
+      sketched r is within ``margin`` of its k-th best sketched r (None: all
+      are); a looser margin costs rescoring time, a tighter one recall.
   """
   width: int = 2048
-  candidates: int = 8
+  candidates: int = 4
   seed: int = 0
   chunk: int = 8192
+  margin: float | None = 0.2
 
 
 def bucket_plan(num_units: int, width: int, seed: int):
@@ -67,35 +89,107 @@ def bucket_plan(num_units: int, width: int, seed: int):
   return gather, sign
 
 
-@functools.partial(jax.jit, static_argnames=("width",))
-def _sketch_chunk(acc, x, gather, sign, *, width):
-  """acc [width, N] += bucket sums of the chunk x [tc, N] (tc = groups * width)."""
-  y = x[gather].astype(jnp.float32) * sign[:, None]
-  return acc + y.reshape(-1, width, x.shape[1]).sum(axis=0)
+def _fold(x, gather, sign, width):
+  """Bucket sums [width, N] of a chunk x [tc, N] (tc = groups * width), on the host.
 
-
-@jax.jit
-def _rescore_chunk(acc_a, acc_b, xa, xb, mu_a, s_a, mu_b, s_b, cand_a, cand_b,
-                   unit0, num_units):
-  """Exact partial sums of z_a z_b over a chunk for the candidate pairs.
-
-  acc_a [Na, c] += sum_t z_a[t, i] z_b[t, cand_a[i]]; acc_b likewise for B.
-  Neuron-major ([N, tc]) operands make each candidate gather a contiguous row.
+  A row gather, a sign flip and a sum over groups: memory-bound O(tc N). NumPy's
+  row gather runs at copy speed here, ~7x XLA:CPU's gather plus major-axis reduce.
   """
-  za = cor._standardise(xa, mu_a, s_a, unit0, num_units, jnp.float32).T   # [Na, tc]
-  zb = cor._standardise(xb, mu_b, s_b, unit0, num_units, jnp.float32).T   # [Nb, tc]
-  acc_a = acc_a + jnp.einsum("nt,nct->nc", za, zb[cand_a])
-  acc_b = acc_b + jnp.einsum("nt,nct->nc", zb, za[cand_b])
-  return acc_a, acc_b
+  y = np.take(np.asarray(x, np.float32), gather, axis=0)
+  y *= sign[:, None]
+  return y.reshape(-1, width, y.shape[1]).sum(axis=0)
 
 
-def _rank(r, idx, k):
-  """Top-k of rescored candidates; ties: lowest index first; -1/nan when none."""
-  r = np.where(idx < 0, -np.inf, np.clip(r, -1.0, 1.0))
-  key_i = np.where(idx < 0, np.iinfo(np.int64).max, idx)
-  order = np.lexsort((key_i, -r.astype(np.float64)), axis=1)[:, :k]
-  return cor.finalize(np.take_along_axis(r, order, 1), np.take_along_axis(idx, order, 1),
-                      r.shape[0])
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def _rescore_chunk(acc_a, acc_p, xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b, n_valid):
+  """Partial sums of centred products over one chunk of units.
+
+  acc_a [Na, k] += sum_t (xa[t, i] - mu_a[i]) (xb[t, cand_a[i, s]] - mu_b[...]);
+  acc_p [P] += the same for the residual pairs (pair_a[p], pair_b[p]).
+  Units at positions >= n_valid (padding of the last chunk) are masked out.
+  """
+  valid = (jnp.arange(xa.shape[0]) < n_valid)[:, None]
+  za = jnp.where(valid, xa.astype(jnp.float32) - mu_a, 0.0)
+  xb = xb.astype(jnp.float32)
+  cols = []
+  for s in range(cand_a.shape[1]):
+    j = cand_a[:, s]
+    # The barrier keeps the column gather a plain copy: fused into the reduction
+    # below, XLA:CPU's gather is an order of magnitude slower.
+    g = lax.optimization_barrier(jnp.take(xb, j, axis=1, mode="clip"))
+    cols.append(jnp.sum(za * (g - mu_b[j]), axis=0))
+  acc_a = acc_a + jnp.stack(cols, axis=1)
+  ga = lax.optimization_barrier(jnp.take(za, pair_a, axis=1, mode="clip"))
+  gb = lax.optimization_barrier(jnp.take(xb, pair_b, axis=1, mode="clip"))
+  acc_p = acc_p + jnp.sum(ga * (gb - mu_b[pair_b]), axis=0)
+  return acc_a, acc_p
+
+
+def _topk_pairs(owner, other, r, n, k):
+  """Per-owner top-k of (other, r) pairs: r descending, ties to the lowest index.
+
+  Returns:
+    (idx [n, k] int32, r [n, k] float32), -1 / nan where an owner has < k pairs.
+  """
+  keep = np.isfinite(r)
+  owner, other, r = owner[keep], other[keep], r[keep]
+  order = np.lexsort((other, -r.astype(np.float64), owner))
+  owner, other, r = owner[order], other[order], r[order]
+  first = np.searchsorted(owner, owner, side="left")
+  pos = np.arange(len(owner)) - first
+  sel = pos < k
+  idx = np.full((n, k), -1, np.int32)
+  out = np.full((n, k), np.nan, np.float32)
+  idx[owner[sel], pos[sel]] = other[sel]
+  out[owner[sel], pos[sel]] = r[sel]
+  return idx, out
+
+
+def _extra_pairs(cand_a, r_a, cand_b, r_b, k, margin):
+  """Candidate pairs beyond A's first k slots that are worth rescoring, deduplicated.
+
+  A pair (i, j) is kept if j is in i's candidates (slot >= k) or i in j's, with
+  its sketched r within ``margin`` of the owner's k-th best sketched r (B's
+  first k slots always count), and it is not one of A's first k slots already.
+
+  Returns:
+    (ia, jb) int64 arrays, sorted by ia.
+  """
+  nb = cand_b.shape[0]
+
+  def kept(cand, r):
+    ok = cand >= 0
+    if margin is not None:
+      floor = np.nan_to_num(r[:, k - 1:k], nan=-np.inf) - margin
+      ok[:, k:] &= np.nan_to_num(r[:, k:], nan=-np.inf) >= floor
+    return ok
+
+  ok_a = kept(cand_a, r_a)
+  ok_a[:, :k] = False                                  # those are the dense slots
+  ok_b = kept(cand_b, r_b)
+  ia = np.concatenate([np.nonzero(ok_a)[0], cand_b[ok_b]]).astype(np.int64)
+  jb = np.concatenate([cand_a[ok_a], np.nonzero(ok_b)[0]]).astype(np.int64)
+  dense = (cand_a[ia, :k] == jb[:, None]).any(axis=1)
+  key = np.unique(ia[~dense] * nb + jb[~dense])
+  return key // nb, key % nb
+
+
+def _sketch(src_a, src_b, t, w, tc, seed):
+  """Pass 1: the sketches S X_a [w, Na], S X_b [w, Nb] and S 1 [w]."""
+  gather, sign = bucket_plan(t, w, seed)
+  na, nb = src_a.num_neurons, src_b.num_neurons
+  sk_a = np.zeros((w, na), np.float64)
+  sk_b = np.zeros((w, nb), np.float64)
+  for u0 in range(0, t, tc):
+    u1 = min(u0 + tc, t)
+    g = gather[u0:u0 + tc] - u0
+    sg = sign[u0:u0 + tc]
+    xa = cor.pad_to(np.asarray(src_a.read(u0, u1)), (len(g), na))
+    xb = cor.pad_to(np.asarray(src_b.read(u0, u1)), (len(g), nb))
+    sk_a += _fold(xa, g, sg, w)
+    sk_b += _fold(xb, g, sg, w)
+  s1 = sign.reshape(-1, w).sum(axis=0).astype(np.float64)
+  return sk_a, sk_b, s1
 
 
 def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
@@ -120,39 +214,45 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
   src_a, src_b, ma, mb = prepare(a, b, names=names, moments_a=moments_a,
                                  moments_b=moments_b, chunk=tc)
   t, na, nb = src_a.num_units, src_a.num_neurons, src_b.num_neurons
-  gather, sign = bucket_plan(t, w, sketch.seed)
-  s1 = sign.reshape(-1, w).sum(axis=0).astype(np.float64)            # S 1, [w]
-  # Pass 1: sketch both sides.
-  sk_a = jnp.zeros((w, na), jnp.float32)
-  sk_b = jnp.zeros((w, nb), jnp.float32)
-  for u0 in range(0, t, tc):
-    u1 = min(u0 + tc, t)
-    g = jnp.asarray(gather[u0:u0 + tc] - u0)
-    sg = jnp.asarray(sign[u0:u0 + tc])
-    rows = len(sg)
-    sk_a = _sketch_chunk(sk_a, cor.pad_to(np.asarray(src_a.read(u0, u1)), (rows, na)), g, sg, width=w)
-    sk_b = _sketch_chunk(sk_b, cor.pad_to(np.asarray(src_b.read(u0, u1)), (rows, nb)), g, sg, width=w)
   mu_a, s_a, excl_a = cor.scales(ma)
   mu_b, s_b, excl_b = cor.scales(mb)
-  y_a = (np.asarray(sk_a, np.float64) - s1[:, None] * mu_a) * s_a     # S Z_a
-  y_b = (np.asarray(sk_b, np.float64) - s1[:, None] * mu_b) * s_b
+  sk_a, sk_b, s1 = _sketch(src_a, src_b, t, w, tc, sketch.seed)
+  y_a = (sk_a - s1[:, None] * mu_a) * s_a                            # S Z_a
+  y_b = (sk_b - s1[:, None] * mu_b) * s_b
   # Candidates: the exact kernel on the sketch (excluded neurons are all-zero
   # columns there, hence constant, hence excluded again).
   c = min(sketch.candidates, max(na, nb))
   cand = match(y_a.astype(np.float32), y_b.astype(np.float32), k=c, mesh=mesh,
                names=names, **kernel_kw)
   cand_a, cand_b = cand.a_to_b_idx, cand.b_to_a_idx
-  # Pass 2: exact r of every candidate pair.
-  acc_a = jnp.zeros(cand_a.shape, jnp.float32)
-  acc_b = jnp.zeros(cand_b.shape, jnp.float32)
-  ca, cb = jnp.asarray(np.maximum(cand_a, 0)), jnp.asarray(np.maximum(cand_b, 0))
-  args = [jnp.asarray(v) for v in (mu_a, s_a, mu_b, s_b)]
+  dense = cand_a[:, :k]                 # A's first k candidates: one gather per slot
+  res_i, res_j = _extra_pairs(cand_a, cand.a_to_b_r, cand_b, cand.b_to_a_r, k,
+                              sketch.margin)
+  n_res = len(res_i)
+  pad = max(PAIR_BUCKET, -(-n_res // PAIR_BUCKET) * PAIR_BUCKET)
+  pair_a = np.zeros(pad, np.int32)
+  pair_b = np.zeros(pad, np.int32)
+  pair_a[:n_res], pair_b[:n_res] = res_i, res_j
+  # Pass 2: exact centred products of every candidate pair; r = sum * s_a * s_b.
+  acc_a = jnp.zeros(dense.shape, jnp.float32)
+  acc_p = jnp.zeros((pad,), jnp.float32)
+  ca = jnp.asarray(np.maximum(dense, 0))
+  args = [jnp.asarray(v) for v in (mu_a, mu_b)]
+  pa, pb = jnp.asarray(pair_a), jnp.asarray(pair_b)
   for u0 in range(0, t, tc):
     u1 = min(u0 + tc, t)
     xa = cor.pad_to(np.asarray(src_a.read(u0, u1)), (tc, na))
     xb = cor.pad_to(np.asarray(src_b.read(u0, u1)), (tc, nb))
-    acc_a, acc_b = _rescore_chunk(acc_a, acc_b, xa, xb, *args, ca, cb,
-                                  np.int32(u0), np.int32(t))
-  a_idx, a_r = _rank(np.asarray(acc_a), cand_a, k)
-  b_idx, b_r = _rank(np.asarray(acc_b), cand_b, k)
+    acc_a, acc_p = _rescore_chunk(acc_a, acc_p, xa, xb, *args, ca, pa, pb, np.int32(u1 - u0))
+  # Every rescored pair, with its exact r; then each neuron's top-k among its pairs.
+  ia = np.concatenate([np.repeat(np.arange(na), k), res_i]).astype(np.int64)
+  jb = np.concatenate([dense.reshape(-1), res_j]).astype(np.int64)
+  ok = jb >= 0
+  ia, jb = ia[ok], jb[ok]
+  g = np.concatenate([np.asarray(acc_a, np.float64).reshape(-1),
+                      np.asarray(acc_p, np.float64)[:n_res]])[ok]
+  r = np.clip(g * s_a[ia] * s_b[jb], -1.0, 1.0)
+  r[(s_a[ia] == 0) | (s_b[jb] == 0)] = -np.inf
+  a_idx, a_r = _topk_pairs(ia, jb, r, na, k)
+  b_idx, b_r = _topk_pairs(jb, ia, r, nb, k)
   return cor.MatchResult(a_idx, a_r, b_idx, b_r, excl_a, excl_b, int(t))
