@@ -45,3 +45,35 @@ def test_sketch_rejects_bad_k():
   a, b = _sparse_pair(t=500, n=10, planted=5)
   with pytest.raises(ValueError, match="candidates"):
     match_sketched(a, b, k=5, sketch=SketchConfig(width=64, candidates=4))
+
+
+def test_extra_pairs_margin_and_dedup():
+  from rosetta_jax.match.sketch import _extra_pairs
+  cand_a = np.array([[1, 0, 2], [0, 2, -1]])
+  r_a = np.array([[0.9, 0.85, 0.1], [0.5, 0.45, np.nan]])
+  cand_b = np.array([[1, 0, -1], [0, 1, -1], [1, 0, -1]])
+  r_b = np.array([[0.5, 0.3, np.nan], [0.9, 0.2, np.nan], [0.45, 0.1, np.nan]])
+  ia, jb = _extra_pairs(cand_a, r_a, cand_b, r_b, k=1, margin=0.1)
+  # A slots >= 1 within 0.1 of the best: (0, 0), (1, 2); B's first slots: (1, 0)
+  # and (0, 1) are A's dense slots (dropped), (1, 2) a duplicate; B slots >= 1
+  # within 0.1 of their best: none.
+  assert list(zip(ia.tolist(), jb.tolist())) == [(0, 0), (1, 2)]
+  ia, jb = _extra_pairs(cand_a, r_a, cand_b, r_b, k=1, margin=None)
+  # Every candidate: adds A's (0, 2) and B's (1, 1) (B's (0, 0), (0, 2): duplicates).
+  assert list(zip(ia.tolist(), jb.tolist())) == [(0, 0), (0, 2), (1, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("margin", [None, 0.0])
+def test_sketch_lists_exact_among_rescored(margin):
+  """With every candidate rescored (margin None) each neuron's list is the exact
+  top-k of its candidates; any margin keeps the planted pairs exact."""
+  a, b = _sparse_pair(t=4000, n=80, planted=40, seed=3)
+  exact = match(a, b, k=1)
+  sk = match(a, b, k=1, sketch=SketchConfig(width=256, candidates=4, chunk=1024,
+                                            margin=margin))
+  np.testing.assert_array_equal(sk.a_to_b_idx[:40, 0], exact.a_to_b_idx[:40, 0])
+  np.testing.assert_allclose(sk.a_to_b_r[:40], exact.a_to_b_r[:40], atol=1e-5)
+  same = sk.b_to_a_idx == exact.b_to_a_idx
+  np.testing.assert_allclose(sk.b_to_a_r[same], exact.b_to_a_r[same], atol=1e-5)
+  if margin is None:
+    assert same.mean() >= 0.9
