@@ -326,9 +326,18 @@ class StoreWriter:
     total = int(self.header["total_units"])
     self.arrays = {}
     for site, info in self.header["sites"].items():
-      self.arrays[site] = _open_array(path, site, create=True,
-                                      shape=(total, int(info["neurons"])),
-                                      dtype=self.header["dtype"])
+      shape = (total, int(info["neurons"]))
+      if self.manifest["units_done"] > 0:
+        # Resuming: keep the arrays exactly as written (their chunking may predate a
+        # change of the default layout); only the shape must agree.
+        arr = _open_array(path, site)
+        if tuple(arr.shape) != shape:
+          raise ValueError(f"{path}: site {site!r} holds an array of shape "
+                           f"{tuple(arr.shape)}, expected {shape}; delete the store")
+        self.arrays[site] = arr
+      else:
+        self.arrays[site] = _open_array(path, site, create=True, shape=shape,
+                                        dtype=self.header["dtype"])
     self.moments = load_moments(path, self.manifest)
     if not os.path.exists(mpath):
       self._write_manifest()
