@@ -1,11 +1,13 @@
-r"""Every claim in one report: scaling, polarization, domains/depth, null/ablation, theory.
+r"""Every claim in one report: scaling, polarization, domains/depth, null/ablation, theory,
+data filtering.
 
     python -m experiments.reproduce --models=zoo --preset=tiny --workdir=runs/tiny
 
 Runs experiments.scaling (outputs at the workdir's top level), then the
 polarization, domains and null/ablation studies on the same zoo, stores and pairs,
-and the theory comparison (``theory.compare``, a preset-sized sweep) into
-<workdir>/theory, and writes <workdir>/reproduce/report.html: a summary table
+the theory comparison (``theory.compare``, a preset-sized sweep) into
+<workdir>/theory, the data-filtering case study into <workdir>/data_filter
+(zoo only; ``--skip_data_filter`` to leave it out), and writes <workdir>/reproduce/report.html: a summary table
 (claim, measured value, 95% CI, agrees or not) and one section per claim.
 tiny: about 12 minutes on 2 CPU cores (most of it training the zoo); default:
 over an hour.
@@ -38,6 +40,8 @@ _CONFIG = flags.DEFINE_string("config", None, "A study config.json to use instea
 _THEORY = flags.DEFINE_enum("theory", None, ["micro", "tiny", "default"],
                             "Theory sweep size (default: the preset's, tiny for tiny).")
 _NO_THEORY = flags.DEFINE_bool("skip_theory", False, "Skip the theory comparison.")
+_NO_FILTER = flags.DEFINE_bool("skip_data_filter", False,
+                               "Skip the data-filtering study (claim 6; zoo only).")
 
 
 def main(argv):
@@ -55,7 +59,8 @@ def main(argv):
   theory = None if _NO_THEORY.value else (
       _THEORY.value or ("default" if _PRESET.value != "tiny" else "tiny"))
   res = study.run_reproduce(cfg, _WORKDIR.value, _MODELS.value, progress=_PROGRESS.value,
-                            theory=theory, log=logging.info)
+                            theory=theory, log=logging.info,
+                            data_filter=not _NO_FILTER.value)
   for r in res["summary"]:
     print(f"{r['claim']:75s} {r['measured']:24s} {r['ci']:18s} {r['agrees']}")
   print(f"wrote {_WORKDIR.value}/reproduce/results.json and report.html")

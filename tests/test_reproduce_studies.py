@@ -38,7 +38,7 @@ def workdir(tmp_path_factory):
   cfg_path = os.path.join(wd, "micro.json")
   common.write_json(cfg_path, {"config": config.to_dict(MICRO)})
   # The theory comparison has its own tests (tests/test_theory_*); skipped here for time.
-  stdout = {"reproduce": _run("reproduce", wd, cfg_path, "--skip_theory")}
+  stdout = {"reproduce": _run("reproduce", wd, cfg_path, "--skip_theory", "--skip_data_filter")}
   for module in ("polarization", "domains", "null_ablation"):
     stdout[module] = _run(module, wd, cfg_path)
   return wd, stdout

@@ -19,7 +19,8 @@ import numpy as np
 from rosetta_jax.analysis.scaling import fit_power_law
 from rosetta_jax.report import scaling_section
 from rosetta_jax.report.html import Report
-from rosetta_jax.studies import common, domains, null_ablation, polarization, scaling
+from rosetta_jax.studies import (common, datafilter, domains, null_ablation, polarization,
+                                 scaling)
 from rosetta_jax.zoo import config as config_lib
 
 # A small theory sweep per preset (the full one is experiments.theory_sweep's).
@@ -49,7 +50,8 @@ def run_theory(workdir: str, theory: str, log=print) -> dict | None:
                                 os.path.join(workdir, "results.json"), log=log)
 
 
-def summary(scal: dict, pol: dict, dom: dict, nul: dict, theo: dict | None) -> list[list]:
+def summary(scal: dict, pol: dict, dom: dict, nul: dict, theo: dict | None,
+            filt: dict | None = None) -> list[list]:
   """Rows of (claim, measured, 95% CI, agrees with the published claim?)."""
   rows = []
   f = scal["fit"]["count"]
@@ -85,11 +87,18 @@ def summary(scal: dict, pol: dict, dom: dict, nul: dict, theo: dict | None) -> l
     rows.append(["5. predicted CI contains the measured beta", f"measured {f['beta']:.3f}",
                  _ci(*pred["ci"]),
                  "yes" if pred["ci"][0] <= f["beta"] <= pred["ci"][1] else "no"])
+  if filt:
+    ros, rnd = filt["subsets"]["rosetta"], filt["subsets"]["random"]
+    rows.append([f"6. Rosetta-selected data lowers held-out {filt['target']} loss vs random",
+                 f"{ros['target_loss_ci'][0]:.3f} vs {rnd['target_loss_ci'][0]:.3f}",
+                 _ci(*ros["target_loss_ci"][1:]),
+                 "yes" if filt["rosetta_beats_random"] else "no (CIs overlap)"])
   return rows
 
 
 def run_reproduce(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
-                  progress: bool = True, theory: str | None = "tiny", log=print) -> dict:
+                  progress: bool = True, theory: str | None = "tiny", log=print,
+                  data_filter: bool = True) -> dict:
   """Runs every study; writes workdir/reproduce/{config,results}.json and report.html."""
   t0 = time.time()
   sub = polarization.study_config(cfg, workdir, models, "reproduce", {"theory": theory})
@@ -107,7 +116,13 @@ def run_reproduce(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo"
   t = time.time()
   theo = run_theory(workdir, theory, log) if theory else None
   secs["theory"] = time.time() - t
-  rows = summary(scal, out["polarization"], out["domains"], out["null_ablation"], theo)
+  t = time.time()
+  filt = None
+  if data_filter and models == "zoo":
+    filt = datafilter.run_data_filter(cfg, datafilter.FilterConfig(), workdir, models,
+                                      progress=progress)
+  secs["data_filter"] = time.time() - t
+  rows = summary(scal, out["polarization"], out["domains"], out["null_ablation"], theo, filt)
   results = {"study": "reproduce", "models": models, "summary": [
       dict(zip(("claim", "measured", "ci", "agrees"), r)) for r in rows],
              "theory": bool(theo), "seconds": {**secs, "total": time.time() - t0}}
@@ -127,6 +142,8 @@ def run_reproduce(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo"
     rep.section("Claim 5: the capacity model")
     rep.table(["source", "beta", "95% CI", "note"],
               [[r["source"], r["beta"], _ci(*r["ci"]), r["note"]] for r in theo["table"]])
+  if filt:
+    datafilter.data_filter_section(rep, filt)
   rep.section("Run")
   rep.table(["stage", "seconds"], [[k, v] for k, v in results["seconds"].items()])
   rep.write(os.path.join(sub, "report.html"))
