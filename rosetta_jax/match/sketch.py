@@ -69,7 +69,7 @@ class SketchConfig:
   candidates: int = 4
   seed: int = 0
   chunk: int = 8192
-  margin: float | None = 0.2
+  margin: float | None = 0.1
 
 
 def bucket_plan(num_units: int, width: int, seed: int):
@@ -100,29 +100,47 @@ def _fold(x, gather, sign, width):
   return y.reshape(-1, width, y.shape[1]).sum(axis=0)
 
 
-@functools.partial(jax.jit, donate_argnums=(0, 1))
-def _rescore_chunk(acc_a, acc_p, xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b, n_valid):
+RESCORE_SUB = 256    # units per inner rescoring step: the gathers then stay in cache
+
+
+def _sub_chunk(tc: int) -> int:
+  """The largest divisor of ``tc`` that is <= RESCORE_SUB."""
+  return next(s for s in range(min(RESCORE_SUB, tc), 0, -1) if tc % s == 0)
+
+
+@functools.partial(jax.jit, static_argnames=("sub",), donate_argnums=(0, 1))
+def _rescore_chunk(acc_a, acc_p, xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b, n_valid,
+                   *, sub):
   """Partial sums of centred products over one chunk of units.
 
   acc_a [Na, k] += sum_t (xa[t, i] - mu_a[i]) (xb[t, cand_a[i, s]] - mu_b[...]);
   acc_p [P] += the same for the residual pairs (pair_a[p], pair_b[p]).
-  Units at positions >= n_valid (padding of the last chunk) are masked out.
+  Units at positions >= n_valid (padding of the last chunk) are masked out. The
+  chunk is walked in steps of ``sub`` units so that each step's gathers read
+  from cache (2-3x faster on a CPU than gathering from a whole chunk).
   """
-  valid = (jnp.arange(xa.shape[0]) < n_valid)[:, None]
-  za = jnp.where(valid, xa.astype(jnp.float32) - mu_a, 0.0)
-  xb = xb.astype(jnp.float32)
-  cols = []
-  for s in range(cand_a.shape[1]):
-    j = cand_a[:, s]
-    # The barrier keeps the column gather a plain copy: fused into the reduction
-    # below, XLA:CPU's gather is an order of magnitude slower.
-    g = lax.optimization_barrier(jnp.take(xb, j, axis=1, mode="clip"))
-    cols.append(jnp.sum(za * (g - mu_b[j]), axis=0))
-  acc_a = acc_a + jnp.stack(cols, axis=1)
-  ga = lax.optimization_barrier(jnp.take(za, pair_a, axis=1, mode="clip"))
-  gb = lax.optimization_barrier(jnp.take(xb, pair_b, axis=1, mode="clip"))
-  acc_p = acc_p + jnp.sum(ga * (gb - mu_b[pair_b]), axis=0)
-  return acc_a, acc_p
+  mub_a = mu_b[cand_a]                                   # [Na, k]
+  mub_p = mu_b[pair_b]
+
+  def step(c, accs):
+    acc_a, acc_p = accs
+    u0 = c * sub
+    valid = (u0 + jnp.arange(sub) < n_valid)[:, None]
+    ya = lax.dynamic_slice_in_dim(xa, u0, sub).astype(jnp.float32)
+    yb = lax.dynamic_slice_in_dim(xb, u0, sub).astype(jnp.float32)
+    za = jnp.where(valid, ya - mu_a, 0.0)
+    cols = []
+    for s in range(cand_a.shape[1]):
+      # The barrier keeps the column gather a plain copy: fused into the
+      # reduction below, XLA:CPU's gather is an order of magnitude slower.
+      g = lax.optimization_barrier(jnp.take(yb, cand_a[:, s], axis=1, mode="clip"))
+      cols.append(jnp.sum(za * (g - mub_a[:, s]), axis=0))
+    acc_a = acc_a + jnp.stack(cols, axis=1)
+    ga = lax.optimization_barrier(jnp.take(za, pair_a, axis=1, mode="clip"))
+    gb = lax.optimization_barrier(jnp.take(yb, pair_b, axis=1, mode="clip"))
+    return acc_a, acc_p + jnp.sum(ga * (gb - mub_p), axis=0)
+
+  return lax.fori_loop(0, xa.shape[0] // sub, step, (acc_a, acc_p))
 
 
 def _topk_pairs(owner, other, r, n, k):
@@ -239,11 +257,13 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
   ca = jnp.asarray(np.maximum(dense, 0))
   args = [jnp.asarray(v) for v in (mu_a, mu_b)]
   pa, pb = jnp.asarray(pair_a), jnp.asarray(pair_b)
+  sub = _sub_chunk(tc)
   for u0 in range(0, t, tc):
     u1 = min(u0 + tc, t)
     xa = cor.pad_to(np.asarray(src_a.read(u0, u1)), (tc, na))
     xb = cor.pad_to(np.asarray(src_b.read(u0, u1)), (tc, nb))
-    acc_a, acc_p = _rescore_chunk(acc_a, acc_p, xa, xb, *args, ca, pa, pb, np.int32(u1 - u0))
+    acc_a, acc_p = _rescore_chunk(acc_a, acc_p, xa, xb, *args, ca, pa, pb,
+                                  np.int32(u1 - u0), sub=sub)
   # Every rescored pair, with its exact r; then each neuron's top-k among its pairs.
   ia = np.concatenate([np.repeat(np.arange(na), k), res_i]).astype(np.int64)
   jb = np.concatenate([dense.reshape(-1), res_j]).astype(np.int64)
