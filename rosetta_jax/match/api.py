@@ -88,6 +88,10 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
     return match_sketched(a, b, k, sketch=sketch, names=names, mesh=mesh,
                           moments_a=moments_a, moments_b=moments_b)
   in_memory = _is_array(a) and _is_array(b)
+  if in_memory and mesh is None:
+    # One host-to-device copy, shared by the moments and the kernel (numpy inputs
+    # would otherwise be copied once for each).
+    a, b = jnp.asarray(a), jnp.asarray(b)
   src_a, src_b, ma, mb = prepare(a, b, names=names, moments_a=moments_a,
                                  moments_b=moments_b, chunk=chunk or DEFAULT_CHUNK)
   mesh = shd.make_mesh() if mesh is None else mesh
