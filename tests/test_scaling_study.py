@@ -103,3 +103,12 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   assert res["sizes"] == pytest.approx([np.sqrt(128 * 192), np.sqrt(128 * 256), np.sqrt(192 * 256)])
   assert np.isfinite(res["fit"]["count"]["beta"]) and min(res["counts"]) > 0
   assert os.path.exists(tmp_path / "run" / "report.html")
+
+
+def test_count_ci_is_the_basic_bootstrap_interval():
+  from rosetta_jax.studies.scaling import count_ci  # pylint: disable=g-import-not-at-top
+  boot = np.arange(100, 141)                 # resamples biased upward of the count 100
+  lo, hi = count_ci(100, boot)
+  assert hi == pytest.approx(200 - np.quantile(boot, 0.025))
+  assert lo == pytest.approx(200 - np.quantile(boot, 0.975))
+  assert lo < 100 and count_ci(1, np.array([5, 6, 7]))[0] == 0.0

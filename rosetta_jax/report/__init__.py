@@ -9,24 +9,29 @@ from rosetta_jax.report import figures
 from rosetta_jax.report.html import Report
 
 
-def scaling_section(rep: Report, results: dict, fit: PowerLawFit) -> Report:
-  """Adds the scaling study (claim 1) to a report."""
+def scaling_section(rep: Report, results: dict, fit: PowerLawFit | None) -> Report:
+  """Adds the scaling study (claim 1) to a report (without the fit for one size)."""
   pairs = results["pairs"]
   sizes = np.array(results["sizes"])
   counts = np.array(results["counts"])
   lo = np.array([p["count_ci"][0] for p in pairs])
   hi = np.array([p["count_ci"][1] for p in pairs])
   labels = [p["label"] for p in pairs]
-  verdict = ("sublinear: the fraction shrinks with size" if fit.ci[1] < 1 else
-             "not significantly sublinear at this scale")
   rep.section("Claim 1: Rosetta neurons grow as a sublinear power law")
-  rep.text(f"count ~ N^beta with beta = {fit.beta:.3f}, 95% CI [{fit.ci[0]:.3f}, "
-           f"{fit.ci[1]:.3f}] ({fit.method}, {fit.n_boot} document resamples, "
-           f"r2 = {fit.r2:.3f}); fraction ~ N^{fit.beta_fraction:.3f}. Verdict: {verdict}.")
+  if fit is not None:
+    verdict = ("sublinear: the fraction shrinks with size" if fit.ci[1] < 1 else
+               "not significantly sublinear at this scale")
+    rep.text(f"count ~ N^beta with beta = {fit.beta:.3f}, 95% CI [{fit.ci[0]:.3f}, "
+             f"{fit.ci[1]:.3f}] ({fit.method}, {fit.n_boot} document resamples, "
+             f"r2 = {fit.r2:.3f}); fraction ~ N^{fit.beta_fraction:.3f}. Verdict: {verdict}.")
+  else:
+    rep.text("Only one model size has Rosetta pairs: no power law can be fitted.")
   rep.text(f"{results['units']} aligned units from {results['documents']} held-out documents; "
            "Rosetta = mutual nearest neighbours on Pearson r across all layers.", css="note")
-  rep.figure(figures.count_vs_size(fit, sizes, counts, lo, hi, labels))
-  rep.figure(figures.fraction_vs_size(fit, sizes, counts / sizes, lo / sizes, hi / sizes, labels))
+  if fit is not None:
+    rep.figure(figures.count_vs_size(fit, sizes, counts, lo, hi, labels))
+    rep.figure(figures.fraction_vs_size(fit, sizes, counts / sizes, lo / sizes, hi / sizes,
+                                        labels))
   rep.figure(figures.r_distribution({p["label"]: np.array(p["r"]) for p in pairs}))
   density = {}
   for p in pairs:

@@ -54,9 +54,14 @@ def summary(scal: dict, pol: dict, dom: dict, nul: dict, theo: dict | None,
             filt: dict | None = None) -> list[list]:
   """Rows of (claim, measured, 95% CI, agrees with the published claim?)."""
   rows = []
-  f = scal["fit"]["count"]
-  rows.append(["1. Rosetta count ~ N^beta, sublinear (beta < 1)", f"beta = {f['beta']:.3f}",
-               _ci(*f["ci"]), "yes" if f["ci"][1] < 1 else "no (CI reaches 1)"])
+  f = (scal["fit"] or {}).get("count")
+  if f is None:
+    rows.append(["1. Rosetta count ~ N^beta, sublinear (beta < 1)", "one size: no fit", "",
+                 "not measurable"])
+    f = {"beta": float("nan")}
+  else:
+    rows.append(["1. Rosetta count ~ N^beta, sublinear (beta < 1)", f"beta = {f['beta']:.3f}",
+                 _ci(*f["ci"]), "yes" if f["ci"][1] < 1 else "no (CI reaches 1)"])
   for m in ("kurtosis", "hoyer", "dsi", "token_entropy", "explanation"):
     t = pol["trend"][m]["d"]
     lo, hi = t["ci"]

@@ -8,6 +8,7 @@ pairs per size -> power law. Finished pair matches are cached in
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -29,6 +30,19 @@ from rosetta_jax.zoo import config as config_lib
 # ----------------------------------------------------------------------------
 # Matching
 # ----------------------------------------------------------------------------
+
+
+def count_ci(count: int, boot: np.ndarray, level: float = 0.95) -> list[float]:
+  """Basic (reverse-percentile) bootstrap interval of a count.
+
+  Resampling documents with replacement shifts mutual-NN counts (duplicated
+  documents change every correlation), so the plain percentile interval can miss
+  the estimate itself; the basic interval ``2*count - q`` corrects that
+  first-order bias. ``boot_mean`` in the results shows the shift.
+  """
+  a = (1 - level) / 2
+  lo, hi = np.quantile(boot, [a, 1 - a])
+  return [max(0.0, 2 * count - hi), 2 * count - lo]
 
 
 def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: np.ndarray,
@@ -94,7 +108,8 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       "label": pair.label, "model_a": pair.a.name, "model_b": pair.b.name,
       "neurons_a": pair.a.num_neurons, "neurons_b": pair.b.num_neurons,
       "size": pair.size, "count": int(len(ia)), "fraction": len(ia) / pair.size,
-      "count_ci": np.quantile(boot, [0.025, 0.975]).tolist(),
+      "count_ci": count_ci(len(ia), boot),
+      "boot_mean": float(boot.mean()),
       "raw_count": raw, "null_count": int(len(null_r)), "null_r_max": null_r_max,
       "r_threshold": r_min,
       "idx_a": ia.tolist(), "idx_b": jb.tolist(),
@@ -130,6 +145,12 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   t0 = time.time()
   stores = record_models(uniq, docs, workdir, cfg, progress=progress)
   t_record = time.time() - t0
+  info = [{"name": m.name, "neurons": m.num_neurons, "layers": m.num_layers,
+           "neurons_per_layer": m.neurons_per_layer, "params": base.count_params(m.params)}
+          for m in uniq]
+  for m in uniq:      # matching reads the stores: free the weights (GBs for real models)
+    m.params = None
+  gc.collect()
   num_docs = len(docs)
   weights = bootstrap.bootstrap_weights(num_docs, cfg.bootstrap, cfg.seed)
   t0 = time.time()
@@ -139,7 +160,11 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   sizes = np.array([r["size"] for r in rows])
   counts = np.array([r["count"] for r in rows])
   boot = np.array([r["boot_counts"] for r in rows]).T        # [B, S]
-  fit = scaling.fit_power_law(sizes, counts, boot_counts=boot)
+  fit = None
+  if len(np.unique(sizes[counts > 0])) >= 2:
+    fit = scaling.fit_power_law(sizes, counts, boot_counts=boot)
+  else:
+    logging.warning("fewer than two sizes with Rosetta pairs: no power-law fit")
   results = {
       "study": "scaling", "models": models,
       "sizes": sizes.tolist(), "counts": counts.tolist(),
@@ -147,15 +172,14 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
       "fractions": (counts / sizes).tolist(),
       "pairs": [{k: v for k, v in r.items() if k not in ("boot_counts", "idx_a", "idx_b")}
                 for r in rows],
-      "fit": fit.to_dict(),
+      "fit": fit.to_dict() if fit else None,
       "units": rows[0]["units"], "documents": num_docs, "bootstrap": cfg.bootstrap,
-      "model_info": [{"name": m.name, "neurons": m.num_neurons, "layers": m.num_layers,
-                      "neurons_per_layer": m.neurons_per_layer,
-                      "params": base.count_params(m.params)} for m in uniq],
+      "model_info": info,
       "seconds": {"models": t_models, "record": t_record, "match": t_match,
                   "total": time.time() - t_start},
   }
   write_json(os.path.join(workdir, "results.json"), results)
   scaling_report(results, fit, os.path.join(workdir, "report.html"))
-  logging.info("beta = %.3f [%.3f, %.3f] over %d sizes", fit.beta, *fit.ci, len(rows))
+  if fit:
+    logging.info("beta = %.3f [%.3f, %.3f] over %d sizes", fit.beta, *fit.ci, len(rows))
   return results
