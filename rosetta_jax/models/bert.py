@@ -18,7 +18,7 @@ from rosetta_jax.models import common
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(common.TransformerShape):
   """Shape and behaviour of a BERT encoder (defaults: all-MiniLM-L6-v2).
 
   Attributes:
@@ -48,23 +48,6 @@ class BertConfig:
                "intermediate_size", "max_position_embeddings", "type_vocab_size",
                "layer_norm_eps", "hidden_act", "position_embedding_type",
                "tie_word_embeddings")  # tied MLM head: not used by the encoder
-
-  @property
-  def head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
-
-  @property
-  def neurons_per_layer(self) -> int:
-    return self.intermediate_size
-
-  @property
-  def num_neurons(self) -> int:
-    return self.intermediate_size * self.num_layers
-
-  def __post_init__(self):
-    if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                       f"num_heads={self.num_heads}")
 
   @classmethod
   def from_hf(cls, hf_config, dtype: str = "float32") -> "BertConfig":

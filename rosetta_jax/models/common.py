@@ -67,6 +67,32 @@ def site_layer(site: str) -> int:
   return int(m.group(1))
 
 
+class TransformerShape:
+  """Shape properties shared by every family's frozen config dataclass.
+
+  Needs the fields ``hidden_size``, ``num_heads``, ``intermediate_size`` and
+  ``num_layers``; a family with its own head size overrides ``head_dim``.
+  """
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def neurons_per_layer(self) -> int:
+    """MLP neurons per layer: the width of a ``layer_{i}/mlp`` site."""
+    return self.intermediate_size
+
+  @property
+  def num_neurons(self) -> int:
+    return self.intermediate_size * self.num_layers
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                       f"num_heads={self.num_heads}")
+
+
 # ----------------------------------------------------------------------------
 # Activations
 # ----------------------------------------------------------------------------

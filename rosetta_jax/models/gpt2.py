@@ -18,7 +18,7 @@ from rosetta_jax.models import common
 
 
 @dataclasses.dataclass(frozen=True)
-class GPT2Config:
+class GPT2Config(common.TransformerShape):
   """Shape and behaviour of GPT-2 (defaults: GPT-2 small).
 
   Attributes:
@@ -48,23 +48,6 @@ class GPT2Config:
   HF_FIELDS = ("vocab_size", "n_embd", "n_layer", "n_head", "n_inner", "n_positions",
                "layer_norm_epsilon", "activation_function", "scale_attn_weights",
                "reorder_and_upcast_attn", "tie_word_embeddings")
-
-  @property
-  def head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
-
-  @property
-  def neurons_per_layer(self) -> int:
-    return self.intermediate_size
-
-  @property
-  def num_neurons(self) -> int:
-    return self.intermediate_size * self.num_layers
-
-  def __post_init__(self):
-    if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                       f"num_heads={self.num_heads}")
 
   @classmethod
   def from_hf(cls, hf_config, dtype: str = "float32") -> "GPT2Config":

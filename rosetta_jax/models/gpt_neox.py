@@ -18,7 +18,7 @@ from rosetta_jax.models import common
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTNeoXConfig:
+class GPTNeoXConfig(common.TransformerShape):
   """Shape and behaviour of a GPT-NeoX model.
 
   Attributes:
@@ -51,23 +51,6 @@ class GPTNeoXConfig:
   hidden_act: str = "gelu"
   tie_word_embeddings: bool = False
   dtype: str = "float32"
-
-  @property
-  def head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
-
-  @property
-  def neurons_per_layer(self) -> int:
-    return self.intermediate_size
-
-  @property
-  def num_neurons(self) -> int:
-    return self.intermediate_size * self.num_layers
-
-  def __post_init__(self):
-    if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                       f"num_heads={self.num_heads}")
 
   HF_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                "intermediate_size", "hidden_act", "max_position_embeddings",

@@ -17,7 +17,7 @@ from rosetta_jax.models import common
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(common.TransformerShape):
   """Shape and behaviour of a Llama-style decoder.
 
   Attributes:
@@ -62,14 +62,6 @@ class LlamaConfig:
                "num_key_value_heads", "head_dim", "intermediate_size", "rope_parameters",
                "rms_norm_eps", "attention_bias", "mlp_bias", "hidden_act",
                "tie_word_embeddings", "max_position_embeddings", "pretraining_tp")
-
-  @property
-  def neurons_per_layer(self) -> int:
-    return self.intermediate_size
-
-  @property
-  def num_neurons(self) -> int:
-    return self.intermediate_size * self.num_layers
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:

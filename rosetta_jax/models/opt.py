@@ -20,7 +20,7 @@ POSITION_OFFSET = 2  # OPT's learned positions start at row 2
 
 
 @dataclasses.dataclass(frozen=True)
-class OPTConfig:
+class OPTConfig(common.TransformerShape):
   """Shape and behaviour of an OPT decoder (defaults: OPT-125m).
 
   Attributes:
@@ -60,23 +60,6 @@ class OPTConfig:
                "do_layer_norm_before", "_remove_final_layer_norm", "enable_bias",
                "layer_norm_elementwise_affine", "activation_function",
                "tie_word_embeddings")
-
-  @property
-  def head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
-
-  @property
-  def neurons_per_layer(self) -> int:
-    return self.intermediate_size
-
-  @property
-  def num_neurons(self) -> int:
-    return self.intermediate_size * self.num_layers
-
-  def __post_init__(self):
-    if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                       f"num_heads={self.num_heads}")
 
   @classmethod
   def from_hf(cls, hf_config, dtype: str = "float32") -> "OPTConfig":
