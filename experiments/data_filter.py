@@ -16,42 +16,34 @@ What to look for: Rosetta-selected data lowers target loss well below random.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from experiments import common_flags as cf
 from rosetta_jax.studies import datafilter
-from rosetta_jax.zoo import config as config_lib
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Study directory (shared with scaling).",
-                               required=True)
-_PRESET = flags.DEFINE_enum("preset", "tiny", sorted(config_lib.PRESETS), "Named config.")
-_MODELS = flags.DEFINE_string("models", "zoo", "'zoo', or comma-separated model dirs/names.")
 _TARGET = flags.DEFINE_string("target", "math", "Domain to select for.")
 _NEURONS = flags.DEFINE_integer("neurons", 16, "Selector neurons.")
 _POOL = flags.DEFINE_integer("pool_docs", 600, "Unlabelled training documents to score.")
 _FRACTION = flags.DEFINE_float("select_fraction", 0.2, "Share of the pool selected.")
 _STEPS = flags.DEFINE_integer("steps", 150, "Continued-pretraining steps per run.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Runs per subset (data orders), for the CI.")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cfg = cf.study_config(argv)
   try:
     fcfg = datafilter.FilterConfig(
         target=_TARGET.value, neurons=_NEURONS.value, pool_docs=_POOL.value,
         select_fraction=_FRACTION.value, steps=_STEPS.value, repeats=_REPEATS.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  res = datafilter.run_data_filter(config_lib.get_preset(_PRESET.value), fcfg,
-                                   _WORKDIR.value, _MODELS.value, progress=_PROGRESS.value)
+  res = datafilter.run_data_filter(cfg, fcfg, cf.WORKDIR.value, cf.MODELS.value,
+                                   progress=cf.PROGRESS.value)
   for name, r in res["subsets"].items():
     m, lo, hi = r["target_loss_ci"]
     print(f"{name:12s} precision {r['precision']:.2f}  held-out {res['target']} loss "
           f"{m:.4f} [{lo:.4f}, {hi:.4f}]")
-  print(f"wrote {_WORKDIR.value}/data_filter/results.json and report.html")
+  print(f"wrote {cf.WORKDIR.value}/data_filter/results.json and report.html")
 
 
 if __name__ == "__main__":

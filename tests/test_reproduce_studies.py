@@ -133,12 +133,12 @@ def test_reproduce_report(workdir):
 
 def test_config_loader_and_workdir_guard(workdir, tmp_path):
   wd, _ = workdir
-  cfg = polarization.load_study_config(os.path.join(wd, "micro.json"))
+  cfg = config.load_study_config(os.path.join(wd, "micro.json"))
   assert cfg == MICRO
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({"config": {"nope": 1}}))
   with pytest.raises(ValueError, match="not a study config"):
-    polarization.load_study_config(str(bad))
+    config.load_study_config(str(bad))
   other = config.StudyConfig(zoo=MICRO.zoo, record_docs=0, record_chars=60, bootstrap=7)
   with pytest.raises(ValueError, match="different configuration"):
     polarization.run_polarization(other, wd, "zoo", progress=False)

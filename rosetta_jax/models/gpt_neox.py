@@ -11,7 +11,6 @@ import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from rosetta_jax.models import common

@@ -14,7 +14,6 @@ shared pipeline: models -> stores -> Rosetta pairs -> unit labels.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -48,22 +47,6 @@ class Context:
   weights: np.ndarray                 # [B, D] document bootstrap multiplicities
   rows: list                          # scaling.match_pair results, one per pair
   seconds: dict
-
-
-def load_study_config(path: str) -> config_lib.StudyConfig:
-  """A ``StudyConfig`` from a JSON file: a study's config.json (``{"config": {...}}``)
-  or the bare dict of ``config_lib.to_dict``; unknown fields are an error."""
-  with open(path) as f:
-    d = json.load(f)
-  d = d.get("config", d)
-  zoo = dict(d.pop("zoo", {}))
-  for k in ("widths", "seeds"):
-    if k in zoo:
-      zoo[k] = tuple(zoo[k])
-  try:
-    return config_lib.StudyConfig(zoo=config_lib.ZooConfig(**zoo), **d)
-  except TypeError as e:
-    raise ValueError(f"{path}: not a study config ({e})") from None
 
 
 def study_config(cfg: config_lib.StudyConfig, workdir: str, models: str, study: str,

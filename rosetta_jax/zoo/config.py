@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from rosetta_jax.models import gpt_neox
@@ -114,6 +115,22 @@ def get_preset(name: str) -> StudyConfig:
     return PRESETS[name]
   except KeyError:
     raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}") from None
+
+
+def load_study_config(path: str) -> StudyConfig:
+  """A ``StudyConfig`` from a JSON file: a study's config.json (``{"config": {...}}``)
+  or the bare dict of ``config_lib.to_dict``; unknown fields are an error."""
+  with open(path) as f:
+    d = json.load(f)
+  d = d.get("config", d)
+  zoo = dict(d.pop("zoo", {}))
+  for k in ("widths", "seeds"):
+    if k in zoo:
+      zoo[k] = tuple(zoo[k])
+  try:
+    return StudyConfig(zoo=ZooConfig(**zoo), **d)
+  except TypeError as e:
+    raise ValueError(f"{path}: not a study config ({e})") from None
 
 
 def to_dict(cfg: Any) -> dict:
