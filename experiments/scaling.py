@@ -8,7 +8,8 @@ two seeds each) on the embedded corpus, records every MLP neuron on the held-out
 documents, matches the two seeds of each width (mutual nearest neighbours on
 Pearson r across all layers), fits count ~ N^beta with a document-bootstrap CI,
 and writes ``config.json``, ``results.json`` and ``report.html`` into the workdir.
-``tiny`` takes about 4 minutes on 2 CPU cores; ``default`` under an hour.
+``tiny`` takes about 2 minutes on an idle 2-core CPU; ``default`` 80 minutes on a
+shared one (about 35 estimated on an idle one).
 
 ``--models=DIR_A,DIR_B,...`` runs the same study on Hugging Face checkpoints in
 local directories (every pair matched; ``A1+A2,B1+B2`` pairs within groups).
