@@ -9,7 +9,7 @@ documents, matches the two seeds of each width (mutual nearest neighbours on
 Pearson r across all layers), fits count ~ N^beta with a document-bootstrap CI,
 and writes ``config.json``, ``results.json`` and ``report.html`` into the workdir.
 ``tiny`` takes about 2 minutes on an idle 2-core CPU; ``default`` 80 minutes on a
-shared one (about 35 estimated on an idle one).
+shared one (about 32 on an idle one, from timed parts).
 
 ``--models=DIR_A,DIR_B,...`` runs the same study on Hugging Face checkpoints in
 local directories (every pair matched; ``A1+A2,B1+B2`` pairs within groups).
