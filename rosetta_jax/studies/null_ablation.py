@@ -37,7 +37,7 @@ KS = (1, 3, 5, 10)
 R_MINS = (0.3, 0.5, 0.7)
 POOLINGS = ("mean", "max", "last")
 UNIT_FRACTIONS = (0.125, 0.25, 0.5)
-CANDIDATES = 10
+CANDIDATES = 16   # > the largest k (10), so resamples can re-rank every k-NN list
 
 
 def _acts(store, model):

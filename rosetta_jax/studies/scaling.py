@@ -73,7 +73,8 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
   store_lib.check_same_units(sa, sb)
   acts_a = {s: sa.site(s) for s in pair.a.mlp_sites()}
   acts_b = {s: sb.site(s) for s in pair.b.mlp_sites()}
-  c = max(cfg.candidates, cfg.k)
+  # k + candidates - 1: a resample can re-rank k-NN lists (with c == k it never could).
+  c = cfg.candidates + cfg.k - 1
   t0 = time.time()
   result, sites_a, off_a, sites_b, off_b = rosetta.match_sites(
       acts_a, acts_b, k=c, model_a=pair.a.name, model_b=pair.b.name)
