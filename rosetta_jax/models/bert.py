@@ -115,10 +115,8 @@ class Bert(nn.Module):
          + embed(cfg.type_vocab_size, "token_type_embeddings")(token_types))
     x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, name="embeddings_norm")(x)
     bias = common.attention_bias(attention_mask, tokens.shape[1], causal=False)
-    for i in range(cfg.num_layers):
-      x, neurons = Layer(cfg, name=f"layers_{i}")(x, bias)
-      rec(common.mlp_site(i), neurons)
-      rec(common.resid_site(i), x)
+    x = rec.run_layers(lambda i: Layer(cfg, name=f"layers_{i}"), cfg.num_layers,
+                       x, bias)
     return x.astype(jnp.float32), rec.out
 
 

@@ -210,6 +210,19 @@ class Recorder:
     if site in self.sites:
       self.out[site] = value
 
+  def run_layers(self, make_layer: Callable[[int], nn.Module], num_layers: int, x: Array,
+                 *args) -> Array:
+    """Applies ``make_layer(i)(x, *args) -> (x, neurons)`` for every layer, recording
+    ``layer_{i}/mlp`` (the neurons) and ``layer_{i}/resid`` (the output) when asked.
+
+    Call it from a family's ``nn.compact`` method: the layers become its children.
+    """
+    for i in range(num_layers):
+      x, neurons = make_layer(i)(x, *args)
+      self(mlp_site(i), neurons)
+      self(resid_site(i), x)
+    return x
+
 
 class Dense(nn.Dense):
   """nn.Dense whose default initialiser is a small normal, as in GPT-style models."""

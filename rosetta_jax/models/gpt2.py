@@ -130,10 +130,8 @@ class GPT2(nn.Module):
                                dtype=cfg.dtype, embedding_init=nn.initializers.normal(0.01),
                                name="wpe")(positions)
     bias = common.attention_bias(attention_mask, tokens.shape[1], causal=True)
-    for i in range(cfg.num_layers):
-      x, neurons = Block(cfg, name=f"h_{i}")(x, bias)
-      rec(common.mlp_site(i), neurons)
-      rec(common.resid_site(i), x)
+    x = rec.run_layers(lambda i: Block(cfg, name=f"h_{i}"), cfg.num_layers,
+                       x, bias)
     x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, name="ln_f")(x)
     return common.unembed(x, wte.embedding).astype(jnp.float32), rec.out
 

@@ -148,10 +148,8 @@ class GPTNeoX(nn.Module):
     bias = common.attention_bias(attention_mask, tokens.shape[1], causal=True)
     rot = int(cfg.head_dim * cfg.rotary_pct)
     cos, sin = common.rotary_tables(positions, rot, cfg.rotary_base)
-    for i in range(cfg.num_layers):
-      x, neurons = Layer(cfg, name=f"layers_{i}")(x, bias, cos, sin)
-      rec(common.mlp_site(i), neurons)
-      rec(common.resid_site(i), x)
+    x = rec.run_layers(lambda i: Layer(cfg, name=f"layers_{i}"), cfg.num_layers,
+                       x, bias, cos, sin)
     x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.dtype, name="final_layer_norm")(x)
     if cfg.tie_word_embeddings:
       emb = self.variables["params"]["embed_in"]["embedding"]

@@ -156,10 +156,8 @@ class OPT(nn.Module):
                      dtype=cfg.dtype, embedding_init=nn.initializers.normal(0.02),
                      name="embed_positions")(positions + POSITION_OFFSET)
     bias = common.attention_bias(attention_mask, tokens.shape[1], causal=True)
-    for i in range(cfg.num_layers):
-      x, neurons = Layer(cfg, name=f"layers_{i}")(x, bias)
-      rec(common.mlp_site(i), neurons)
-      rec(common.resid_site(i), x)
+    x = rec.run_layers(lambda i: Layer(cfg, name=f"layers_{i}"), cfg.num_layers,
+                       x, bias)
     if cfg.final_layer_norm:
       x = _ln(cfg, "final_layer_norm")(x)
     if projected:
