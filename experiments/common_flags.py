@@ -44,6 +44,8 @@ def study_config(argv, **overrides) -> config_lib.StudyConfig:
     raise app.UsageError("--k must be >= 1")
   if min(overrides.get("record_docs", 0), overrides.get("record_chars", 0)) < 0:
     raise app.UsageError("--record_docs and --record_chars must be >= 0")
+  if min(overrides.get("record_len", 1), overrides.get("record_batch", 1)) < 1:
+    raise app.UsageError("--record_len and --record_batch must be >= 1")
   cfg = dataclasses.replace(cfg, **overrides)
   logging.info("config: %s", json.dumps(config_lib.to_dict(cfg)))
   return cfg

@@ -32,11 +32,16 @@ _RECORD_DOCS = flags.DEFINE_integer("record_docs", None,
                                     "Held-out documents to record (0 = all; evenly spaced).")
 _RECORD_CHARS = flags.DEFINE_integer("record_chars", None,
                                      "Characters kept per document (0 = all).")
+_RECORD_LEN = flags.DEFINE_integer("record_len", None,
+                                   "Tokens per context window when recording (capped by the "
+                                   "model's max positions).")
+_RECORD_BATCH = flags.DEFINE_integer("record_batch", None, "Windows per recording batch.")
 
 
 def main(argv):
   cfg = cf.study_config(argv, k=_K.value, r_min=_R_MIN.value, null_threshold=_NULL.value,
-                        record_docs=_RECORD_DOCS.value, record_chars=_RECORD_CHARS.value)
+                        record_docs=_RECORD_DOCS.value, record_chars=_RECORD_CHARS.value,
+                        record_len=_RECORD_LEN.value, record_batch=_RECORD_BATCH.value)
   res = study.run_scaling(cfg, cf.WORKDIR.value, cf.MODELS.value, progress=cf.PROGRESS.value)
   if res["fit"]:
     fit = res["fit"]["count"]

@@ -67,10 +67,14 @@ def test_bad_models_spec(tmp_path):
     common.resolve_models(" ", MICRO, str(tmp_path))
 
 
-def test_binary_rejects_unknown_preset(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "experiments.scaling", "--preset=huge",
+@pytest.mark.parametrize("flag,message", [
+    ("--preset=huge", "huge"), ("--bootstrap=1", "--bootstrap must be >= 2"),
+    ("--record_len=0", "--record_len and --record_batch must be >= 1"),
+    ("--record_docs=-3", "--record_docs and --record_chars must be >= 0")])
+def test_binary_rejects_bad_flags(tmp_path, flag, message):
+  out = subprocess.run([sys.executable, "-m", "experiments.scaling", flag,
                         f"--workdir={tmp_path}"], capture_output=True, text=True)
-  assert out.returncode != 0 and "huge" in out.stderr
+  assert out.returncode != 0 and message in out.stderr
   assert not os.listdir(tmp_path)
 
 
