@@ -47,6 +47,32 @@ def test_resamples_equal_brute_force_on_expanded_data():
     assert g == brute_mutual_count(a[idx], b[idx]), row
 
 
+def brute_mutual_sets(a, b):
+  na = a.shape[1]
+  c = np.nan_to_num(np.corrcoef(a.T.astype(np.float64), b.T.astype(np.float64))[:na, na:],
+                    nan=-np.inf)
+  top_a, top_b = np.argmax(c, axis=1), np.argmax(c, axis=0)
+  pairs = [(i, top_a[i]) for i in range(na) if top_b[top_a[i]] == i and np.isfinite(c[i, top_a[i]])]
+  return {i for i, _ in pairs}, {j for _, j in pairs}
+
+
+def test_resample_masks_equal_brute_force_pair_members():
+  a, b, doc = data(seed=2)
+  nb = b.shape[1]
+  cand_a = np.tile(np.arange(nb), (a.shape[1], 1))
+  cand_b = np.tile(np.arange(a.shape[1]), (nb, 1))
+  stats = bootstrap.doc_stats(a, b, doc, cand_a, cand_b)
+  w = bootstrap.bootstrap_weights(12, 5, seed=4)
+  counts, in_a, in_b = bootstrap.resample_counts(stats, w, k=1, return_masks=True)
+  assert in_a.shape == (5, a.shape[1]) and in_b.shape == (5, nb)
+  for row, cnt, ma, mb in zip(w, counts, in_a, in_b):
+    idx = np.concatenate([np.flatnonzero(doc == d) for d in range(12) for _ in range(int(row[d]))])
+    sa, sb = brute_mutual_sets(a[idx], b[idx])
+    assert set(np.flatnonzero(ma)) == sa and set(np.flatnonzero(mb)) == sb
+    assert cnt == ma.sum() == mb.sum()
+    assert not mb[-1]                               # the constant neuron is never a partner
+
+
 def test_weights_shape_and_seed():
   w = bootstrap.bootstrap_weights(7, 5, seed=0)
   assert w.shape == (5, 7) and np.all(w.sum(1) == 7)

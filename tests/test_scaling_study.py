@@ -107,6 +107,27 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   assert res["sizes"] == pytest.approx([np.sqrt(128 * 192), np.sqrt(128 * 256), np.sqrt(192 * 256)])
   assert np.isfinite(res["fit"]["count"]["beta"]) and min(res["counts"]) > 0
   assert os.path.exists(tmp_path / "run" / "report.html")
+  # Anchors: every pair of the three matched, so each model's anchor set is the
+  # intersection of its pair members, recomputed here from the pair tables.
+  members = {}
+  for p, (x, y) in zip(res["pairs"], [(0, 1), (0, 2), (1, 2)]):
+    tsv = np.genfromtxt(tmp_path / "run" / "pairs" / p["cache"].replace(".json", ".tsv"),
+                        dtype=None, names=True, encoding="utf-8")
+    tsv = np.atleast_1d(tsv)
+    layer_a = np.array([int(s.split("_")[1].split("/")[0]) for s in tsv["site_a"]])
+    layer_b = np.array([int(s.split("_")[1].split("/")[0]) for s in tsv["site_b"]])
+    npl = {0: 128, 1: 192, 2: 256}
+    members.setdefault(x, []).append(set(layer_a * npl[x] // 2 + tsv["neuron_a"]))
+    members.setdefault(y, []).append(set(layer_b * npl[y] // 2 + tsv["neuron_b"]))
+  anchors = res["anchors"]
+  assert len(anchors) == 3
+  for i, d in enumerate(dirs):
+    a = next(v for k, v in anchors.items() if k.endswith(os.path.basename(d)))
+    assert a["count"] == len(members[i][0] & members[i][1])
+    assert a["partners"] == 2 and len(a["count_ci"]) == 2 and a["count_ci"][0] <= a["count_ci"][1]
+    assert len(a["layer_density"]) == 2
+    assert sum(a["layer_density"]) * (128 + 64 * i) // 2 == pytest.approx(a["count"])
+  assert "Anchors" in open(tmp_path / "run" / "report.html").read()
 
 
 def test_count_ci_is_the_basic_bootstrap_interval():

@@ -94,7 +94,7 @@ def doc_stats(a, b, doc_index, cand_a, cand_b, num_docs: int | None = None,
 
 
 def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,
-                    r_min: float | None = None) -> np.ndarray:
+                    r_min: float | None = None, return_masks: bool = False):
   """Mutual-k-NN counts for each resample.
 
   Args:
@@ -102,9 +102,12 @@ def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,
     weights: [B, D] document multiplicities (a bootstrap resample per row).
     k: mutual-k-NN criterion (k <= c).
     r_min: optional threshold on r.
+    return_masks: also return which neurons of each side are in a pair.
 
   Returns:
-    [B] int counts of mutual pairs.
+    [B] int counts of mutual pairs; with ``return_masks``, (counts, in_a [B, Na]
+    bool, in_b [B, Nb] bool): neuron i of A (j of B) is in at least one pair of
+    that resample (what a zoo-anchor analysis intersects across partners).
   """
   w = np.asarray(weights, dtype=np.float64)
   na, c = stats.cand_a.shape
@@ -133,6 +136,8 @@ def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,
   top_b = np.take_along_axis(np.broadcast_to(cb, r_ba.shape),
                              np.argsort(-r_ba, axis=-1, kind="stable")[..., :k], -1)
   counts = np.zeros(len(w), dtype=np.int64)
+  in_a = np.zeros((len(w), na), bool) if return_masks else None
+  in_b = np.zeros((len(w), nb), bool) if return_masks else None
   for bi in range(len(w)):
     # j = top_a[i, m] is mutual when i is among top_b[j]: [Na, k, k] comparisons.
     ok = (top_b[bi][top_a[bi]] == np.arange(na)[:, None, None]).any(-1)
@@ -140,7 +145,10 @@ def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,
     if r_min is not None:
       ok &= r_top_a[bi] >= r_min
     counts[bi] = int(ok.sum())
-  return counts
+    if return_masks:
+      in_a[bi] = ok.any(-1)
+      in_b[bi, top_a[bi][ok]] = True
+  return (counts, in_a, in_b) if return_masks else counts
 
 
 def bootstrap_weights(num_docs: int, resamples: int, seed: int) -> np.ndarray:

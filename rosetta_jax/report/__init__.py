@@ -48,6 +48,26 @@ def scaling_section(rep: Report, results: dict, fit: PowerLawFit | None) -> Repo
   rep.text("Null: B's held-out documents shuffled as whole blocks (same matcher). A pair "
            "counts as Rosetta when it is a mutual nearest neighbour and, when the null "
            "threshold is on, its r exceeds the strongest null pair.", css="note")
+  if results.get("anchors"):
+    anchor_section(rep, results["anchors"])
+  return rep
+
+
+def anchor_section(rep: Report, anchors: dict) -> Report:
+  """Neurons with a Rosetta partner in every other model (one row per anchor model)."""
+  rep.section("Anchors: neurons with a Rosetta partner in every other model")
+  rows = []
+  for name, a in anchors.items():
+    ci = a.get("count_ci")
+    rows.append([name, a["partners"], a["count"], f"[{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "-",
+                 a["fraction"]])
+  rep.table(["anchor model", "other models", "neurons in all", "95% CI", "fraction"], rows)
+  rep.figure(figures.depth_profile(
+      {name: ((np.arange(len(a["layer_density"])) + 0.5) / len(a["layer_density"]),
+              np.array(a["layer_density"])) for name, a in anchors.items()}))
+  rep.text("An anchor neuron is in a Rosetta pair (same criterion as above) with each "
+           "other model; its CI intersects the same document resamples across pairs.",
+           css="note")
   return rep
 
 

@@ -46,7 +46,7 @@ def count_ci(count: int, boot: np.ndarray, level: float = 0.95) -> list[float]:
 
 
 def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: np.ndarray,
-               cache_dir: str) -> dict:
+               cache_dir: str, masks: bool = False) -> dict:
   """Matches one pair, counts Rosetta pairs, and bootstraps the count.
 
   Returns a JSON-ready dict (count, fraction, r distribution, per-layer density,
@@ -64,7 +64,8 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       1, None, config_lib.StudyConfig.candidates, True):
     key += f"-k{cfg.k}-r{cfg.r_min}-c{cfg.candidates}-n{int(cfg.null_threshold)}"
   cache = os.path.join(cache_dir, f"{key}.json")
-  if os.path.exists(cache):
+  mask_file = os.path.join(cache_dir, f"{key}.members.npz")
+  if os.path.exists(cache) and (not masks or os.path.exists(mask_file)):
     with open(cache) as f:
       out = json.load(f)
     if out.get("resamples") == len(weights) and "idx_a" in out:
@@ -96,7 +97,12 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
                               ConcatSource(list(acts_b.values())), doc_index(sa),
                               result.a_to_b_idx, result.b_to_a_idx,
                               num_docs=len(sa.documents["doc_ids"]))
-  boot = bootstrap.resample_counts(stats, weights, k=cfg.k, r_min=r_min)
+  boot, in_a, in_b = bootstrap.resample_counts(stats, weights, k=cfg.k, r_min=r_min,
+                                               return_masks=True)
+  # Which neurons are in a pair, per resample (bit-packed): the anchor analysis
+  # intersects these across a model's partners.
+  np.savez_compressed(mask_file, a=np.packbits(in_a, axis=1), b=np.packbits(in_b, axis=1),
+                      num_a=in_a.shape[1], num_b=in_b.shape[1])
   t_boot = time.time() - t0
   layer_a = np.searchsorted(off_a, ia, side="right") - 1
   per_layer = np.bincount(layer_a, minlength=len(sites_a)) / np.diff(off_a)
@@ -119,8 +125,58 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       "units": int(result.num_units), "layer_density_a": per_layer.tolist(),
       "num_layers_a": len(sites_a), "boot_counts": boot.tolist(),
       "resamples": len(weights), "seconds": {"match": t_match, "bootstrap": t_boot},
+      "cache": f"{key}.json",
   }
   write_json(cache, out)
+  return out
+
+
+def anchors(rows: list, info: list, cache_dir: str) -> dict | None:
+  """Neurons of each model with a Rosetta partner in *every* other model.
+
+  Defined when the study matched every pair of >= 3 models (a plain ``A,B,C``
+  list). For model X the anchor set is the intersection, over the other models
+  Y, of X's neurons in a Rosetta pair with Y; its CI intersects the same
+  document-bootstrap resamples of every pair (basic bootstrap, as the counts).
+
+  Returns:
+    {model: {count, fraction, count_ci, partners, layer_density}} or None.
+  """
+  names = [m["name"] for m in info]
+  by = {(r["model_a"], r["model_b"]): r for r in rows}
+  if len(names) < 3 or any((x, y) not in by and (y, x) not in by
+                           for i, x in enumerate(names) for y in names[i + 1:]):
+    return None
+  out = {}
+  for m in info:
+    x, n = m["name"], m["neurons"]
+    point, boot = np.ones(n, bool), None
+    for y in names:
+      if y == x:
+        continue
+      side = "a" if (x, y) in by else "b"
+      r = by[(x, y)] if side == "a" else by[(y, x)]
+      mine = np.zeros(n, bool)
+      mine[np.asarray(r[f"idx_{side}"], np.int64)] = True
+      point &= mine
+      key = os.path.splitext(r.get("cache", ""))[0]
+      path = os.path.join(cache_dir, f"{key}.members.npz")
+      if boot is not False and os.path.exists(path):
+        with np.load(path) as z:
+          bits = np.unpackbits(z[side], axis=1, count=n).astype(bool)
+        boot = bits if boot is None else boot & bits
+      else:
+        boot = False                 # a pair cached before masks existed: no CI
+    count = int(point.sum())
+    per_layer = np.asarray(m["neurons_per_layer"])
+    layer_of = np.repeat(np.arange(per_layer.size), per_layer) if per_layer.ndim else \
+        np.arange(n) // int(per_layer)
+    density = np.bincount(layer_of[point], minlength=int(layer_of.max()) + 1) / \
+        np.bincount(layer_of)
+    out[x] = {"count": count, "fraction": count / n, "partners": len(names) - 1,
+              "count_ci": (count_ci(count, boot.sum(1)) if boot is not None and boot is not False
+                           else None),
+              "layer_density": density.tolist()}
   return out
 
 
@@ -155,7 +211,9 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   num_docs = len(docs)
   weights = bootstrap.bootstrap_weights(num_docs, cfg.bootstrap, cfg.seed)
   t0 = time.time()
-  rows = [match_pair(p, stores, cfg, weights, os.path.join(workdir, "pairs")) for p in pairs]
+  want_anchors = len(uniq) >= 3 and len(pairs) == len(uniq) * (len(uniq) - 1) // 2
+  rows = [match_pair(p, stores, cfg, weights, os.path.join(workdir, "pairs"),
+                     masks=want_anchors) for p in pairs]
   t_match = time.time() - t0
   rows.sort(key=lambda r: r["size"])
   sizes = np.array([r["size"] for r in rows])
@@ -176,6 +234,7 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
       "fit": fit.to_dict() if fit else None,
       "units": rows[0]["units"], "documents": num_docs, "bootstrap": cfg.bootstrap,
       "model_info": info,
+      "anchors": anchors(rows, info, os.path.join(workdir, "pairs")) if want_anchors else None,
       "seconds": {"models": t_models, "record": t_record, "match": t_match,
                   "total": time.time() - t_start},
   }
