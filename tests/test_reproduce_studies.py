@@ -79,6 +79,34 @@ def test_polarization_outputs(workdir):
   assert "kurtosis" in stdout["polarization"]
 
 
+def test_bootstrap_rosetta_sets_are_rematched_per_resample(workdir):
+  """The polarization/domains CIs use each resample's own Rosetta set."""
+  wd, _ = workdir
+  ctx = polarization.load_context(MICRO, wd, "zoo", progress=False)
+  for pair in ctx.pairs:
+    ma, mb, _ = polarization.rosetta_sets(ctx, pair)
+    members = polarization.rosetta_members(ctx, pair)
+    assert members.shape == (MICRO.bootstrap, len(ma) + len(mb))
+    full = np.concatenate([ma, mb])
+    # Resamples move the set (else the CI would ignore matching noise), but
+    # mostly keep the full-data pairs.
+    assert (members != full).any()
+    assert (members & full).sum() > 0.5 * full.sum() * MICRO.bootstrap
+
+
+def test_effect_sizes_accept_a_set_per_resample():
+  from rosetta_jax.analysis import polarization as pol  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  v = rng.normal(size=(4, 50))
+  masks = rng.random((4, 50)) < 0.3
+  got = pol.effect_sizes(v, masks)
+  for b in range(4):
+    one = pol.effect_sizes(v[b], masks[b])
+    assert got["d"][b] == pytest.approx(one["d"]) and got["auroc"][b] == pytest.approx(one["auroc"])
+  with pytest.raises(ValueError, match="is_rosetta"):
+    pol.effect_sizes(v, masks[:, :10])
+
+
 def test_domains_outputs(workdir):
   wd, _ = workdir
   res = _load(wd, "domains")

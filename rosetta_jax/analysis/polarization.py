@@ -19,7 +19,7 @@ def effect_sizes(values, is_rosetta, sign: int = 1) -> dict[str, np.ndarray]:
 
   Args:
     values: [N] or [B, N] metric values (NaN = excluded neuron, e.g. constant).
-    is_rosetta: [N] bool.
+    is_rosetta: [N] bool, or [B, N] (a Rosetta set per resample row of ``values``).
     sign: +1 if larger means more selective, -1 if smaller does.
 
   Returns:
@@ -29,13 +29,14 @@ def effect_sizes(values, is_rosetta, sign: int = 1) -> dict[str, np.ndarray]:
   single = v.ndim == 1
   v = np.atleast_2d(v) * sign
   pos = np.asarray(is_rosetta, bool)
-  if pos.shape != (v.shape[1],):
-    raise ValueError(f"is_rosetta must have shape ({v.shape[1]},), got {pos.shape}")
+  if pos.shape not in ((v.shape[1],), v.shape):
+    raise ValueError(f"is_rosetta must have shape ({v.shape[1]},) or {v.shape}, got {pos.shape}")
+  pos = np.broadcast_to(pos, v.shape)
   auroc = np.full(len(v), np.nan)
   d = np.full(len(v), np.nan)
   for b, row in enumerate(v):
     ok = np.isfinite(row)
-    a, c = row[ok & pos], row[ok & ~pos]
+    a, c = row[ok & pos[b]], row[ok & ~pos[b]]
     if len(a) < 2 or len(c) < 2:
       continue
     ranks = sps.rankdata(np.concatenate([a, c]))

@@ -27,7 +27,8 @@ from rosetta_jax.analysis import selectivity as sel
 from rosetta_jax.report import figures
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import common
-from rosetta_jax.studies.polarization import (Context, load_context, model_stats, rosetta_sets,
+from rosetta_jax.studies.polarization import (Context, load_context, model_stats,
+                                              rosetta_members, rosetta_sets,
                                               study_config)
 from rosetta_jax.zoo import config as config_lib
 
@@ -52,7 +53,8 @@ def run_domains(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   per_size, boot_spec, boot_spec_ctrl, depth, gallery = [], [], [], {}, []
   for pair in ctx.pairs:
     masks = rosetta_sets(ctx, pair)
-    pref, pref_b, ros, ctrl, depths = [], [], [], [], []
+    members = rosetta_members(ctx, pair)          # [B, Na + Nb] or None
+    pref, pref_b, ros, ctrl, depths, const = [], [], [], [], [], []
     for model, mask in zip((pair.a, pair.b), masks[:2]):
       st = model_stats(ctx, model)
       layer, npl = _layers(ctx, model)
@@ -62,6 +64,7 @@ def run_domains(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
       pref.append(full["preferred_domain"])
       pref_b.append(boot["preferred_domain"])
       ros.append(mask & ~st.constant)
+      const.append(st.constant)
       cm = np.zeros_like(mask)
       cm[c] = True
       ctrl.append(cm)
@@ -70,7 +73,9 @@ def run_domains(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
     ros, ctrl = np.concatenate(ros), np.concatenate(ctrl)
     share_r = dom_lib.domain_shares(pref[ros], len(names))
     share_c = dom_lib.domain_shares(pref[ctrl], len(names))
-    b_r = dom_lib.domain_shares(pref_b[:, ros], len(names))
+    # Each resample's own Rosetta set (re-matched); -1 = not counted.
+    ros_b = ros if members is None else members & ~np.concatenate(const)
+    b_r = dom_lib.domain_shares(np.where(ros_b, pref_b, -1), len(names))
     b_c = dom_lib.domain_shares(pref_b[:, ctrl], len(names))
     boot_spec.append(b_r[:, spec].sum(1))
     boot_spec_ctrl.append(b_c[:, spec].sum(1))

@@ -92,7 +92,8 @@ def load_context(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   t_record = time.time() - t0
   weights = bootstrap.bootstrap_weights(len(docs), cfg.bootstrap, cfg.seed)
   t0 = time.time()
-  rows = [match_pair(p, stores, cfg, weights, os.path.join(workdir, "pairs")) for p in pairs]
+  rows = [match_pair(p, stores, cfg, weights, os.path.join(workdir, "pairs"), masks=True)
+          for p in pairs]
   order = np.argsort([r["size"] for r in rows], kind="stable")
   pairs, rows = [pairs[i] for i in order], [rows[i] for i in order]
   t_match = time.time() - t0
@@ -140,14 +141,39 @@ def model_stats(ctx: Context, model) -> sel.NeuronStats:
   return st
 
 
+def rosetta_members(ctx: Context, pair) -> np.ndarray | None:
+  """[B, Na + Nb] Rosetta membership of A's then B's neurons in each bootstrap
+  resample (re-matched per resample by ``match_pair``), or None for a pair cached
+  before membership was kept."""
+  row = ctx.rows[ctx.pairs.index(pair)]
+  if not row.get("cache"):
+    return None
+  path = os.path.join(ctx.workdir, "pairs",
+                      os.path.splitext(row["cache"])[0] + ".members.npz")
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as z:
+    a = np.unpackbits(z["a"], axis=1, count=int(z["num_a"])).astype(bool)
+    b = np.unpackbits(z["b"], axis=1, count=int(z["num_b"])).astype(bool)
+  return np.concatenate([a, b], axis=1)
+
+
 def pair_metrics(ctx: Context, pair):
-  """Full-data and bootstrap metrics of A's and B's neurons pooled, and the Rosetta mask."""
+  """Full-data and bootstrap metrics of A's and B's neurons pooled, the Rosetta
+  mask, and the per-resample Rosetta masks ([B, N]; the full-data mask repeated
+  when the pair's cache predates them)."""
   ma, mb, _ = rosetta_sets(ctx, pair)
   sa, sb = model_stats(ctx, pair.a), model_stats(ctx, pair.b)
   full = {k: np.concatenate([v, sel.metrics(sb)[k]]) for k, v in sel.metrics(sa).items()}
   ba, bb = sel.metrics(sa, ctx.weights), sel.metrics(sb, ctx.weights)
   boot = {k: np.concatenate([ba[k], bb[k]], axis=1) for k in ba}
-  return full, boot, np.concatenate([ma, mb])
+  ros = np.concatenate([ma, mb])
+  members = rosetta_members(ctx, pair)
+  if members is None:
+    logging.warning("%s: no per-resample Rosetta sets cached; the CIs keep the full-data "
+                    "set fixed", pair.label)
+    members = np.broadcast_to(ros, (len(ctx.weights), len(ros)))
+  return full, boot, ros, members
 
 
 # ----------------------------------------------------------------------------
@@ -164,7 +190,7 @@ def run_polarization(cfg: config_lib.StudyConfig, workdir: str, models: str = "z
   rng = np.random.default_rng(cfg.seed)
   sizes, per_size, boot_eff, plot = [], [], {m: {"d": [], "auroc": []} for m in sel.METRICS}, {}
   for pair, row in zip(ctx.pairs, ctx.rows):
-    full, boot, ros = pair_metrics(ctx, pair)
+    full, boot, ros, members = pair_metrics(ctx, pair)
     sizes.append(pair.size)
     entry = {"label": pair.label, "size": pair.size, "rosetta": int(ros.sum()),
              "non_rosetta": int((~ros).sum()), "metrics": {}}
@@ -173,7 +199,7 @@ def run_polarization(cfg: config_lib.StudyConfig, workdir: str, models: str = "z
     plot[pair.label] = {}
     for m in sel.METRICS:
       sign = sel.SELECTIVE_SIGN[m]
-      e, eb = pol.effect_sizes(full[m], ros, sign), pol.effect_sizes(boot[m], ros, sign)
+      e, eb = pol.effect_sizes(full[m], ros, sign), pol.effect_sizes(boot[m], members, sign)
       boot_eff[m]["d"].append(eb["d"])
       boot_eff[m]["auroc"].append(eb["auroc"])
       entry["metrics"][m] = {
