@@ -155,6 +155,15 @@ def test_streaming_source_equals_arrays(mesh_shape):
   _check(res, a, b, 2)
 
 
+def test_streaming_progress_bar_counts_a_neurons(capsys):
+  a, b = _data(120, 45, 37, seed=7)
+  res = match(_Source(a), _Source(b), k=1, block_a=16, chunk=40, names=("x", "y"),
+              progress=True)
+  err = capsys.readouterr().err
+  assert "match x ~ y" in err and "100%" in err and "45.0/45.0" in err
+  _check(res, a, b, 1)
+
+
 def test_make_mesh_shapes_and_errors():
   assert dict(make_mesh().shape) == {"data": 1, "model": 1}
   assert dict(make_mesh(model=4).shape) == {"data": 2, "model": 4}

@@ -55,7 +55,8 @@ def prepare(a, b, *, names=("a", "b"), moments_a=None, moments_b=None,
 def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None = None,
           chunk: int | None = None, mesh=None, compute_dtype=jnp.float32,
           names=("a", "b"), moments_a: Moments | None = None,
-          moments_b: Moments | None = None, sketch=None) -> cor.MatchResult:
+          moments_b: Moments | None = None, sketch=None,
+          progress: bool = False) -> cor.MatchResult:
   """Top-k Pearson neighbours of every neuron of A in B and of B in A.
 
   Args:
@@ -72,6 +73,8 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
     names: site names used in error messages.
     moments_a, moments_b: precomputed ``Moments`` (saves a pass over the data).
     sketch: a ``SketchConfig`` to use sketch-and-rescore (see ``sketch.py``).
+    progress: a tqdm bar over the panels of A's neurons when streaming from
+      sources (in-memory arrays are one jitted call).
 
   Returns:
     A ``MatchResult``. Constant neurons are excluded: idx -1 and r nan in their
@@ -99,7 +102,8 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
     from rosetta_jax.match.stream import match_stream
     return match_stream(src_a, src_b, ma, mb, k, block_a=block_a or DEFAULT_BLOCK,
                         block_b=block_b, chunk=chunk or DEFAULT_CHUNK, mesh=mesh,
-                        compute_dtype=compute_dtype)
+                        compute_dtype=compute_dtype,
+                        desc=f"match {names[0]} ~ {names[1]}" if progress else None)
   return _match_arrays(a, b, ma, mb, k, block_a=block_a or DEFAULT_BLOCK,
                        block_b=block_b or DEFAULT_BLOCK, chunk=chunk or DEFAULT_CHUNK,
                        mesh=mesh, compute_dtype=compute_dtype)

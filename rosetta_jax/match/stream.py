@@ -65,9 +65,10 @@ def _fns(mesh, k, compute_dtype):
 
 
 def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
-                 compute_dtype) -> cor.MatchResult:
+                 compute_dtype, desc: str | None = None) -> cor.MatchResult:
   """Streams both sources; see the module docstring. ``block_b`` is unused (all of B
-  is one panel: the unit chunk read from a source holds all of B's neurons anyway)."""
+  is one panel: the unit chunk read from a source holds all of B's neurons anyway).
+  ``desc``: show a tqdm bar (A neurons done, ETA) with this label."""
   del block_b
   t, na, nb = src_a.num_units, src_a.num_neurons, src_b.num_neurons
   nd, nm = shd.axis_size(mesh, "data"), shd.axis_size(mesh, "model")
@@ -86,6 +87,10 @@ def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
   cols_v = put(np.full((nm * nbp, k), -np.inf, np.float32), P("model"))
   cols_i = put(np.full((nm * nbp, k), -1, np.int32), P("model"))
   rows_v, rows_i = [], []
+  bar = None
+  if desc is not None:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=na, desc=desc[-60:], unit="neuron", unit_scale=True)
   for p in range(n_panels):
     a0, a1 = p * pa, min((p + 1) * pa, na)
     mu_pa = put(mu_a[a0:a0 + pa], shd.NEURONS_A)
@@ -101,6 +106,10 @@ def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
     rv, ri, cols_v, cols_i = merge(g, cols_v, cols_i, s_pa, s_b_d, np.int32(a0))
     rows_v.append(np.asarray(rv))
     rows_i.append(np.asarray(ri))
+    if bar is not None:
+      bar.update(a1 - a0)
+  if bar is not None:
+    bar.close()
   bv, bi = gather(cols_v, cols_i)
   a_idx, a_r = cor.finalize(np.concatenate(rows_v), np.concatenate(rows_i), na)
   b_idx, b_r = cor.finalize(bv, bi, nb)

@@ -46,7 +46,7 @@ def count_ci(count: int, boot: np.ndarray, level: float = 0.95) -> list[float]:
 
 
 def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: np.ndarray,
-               cache_dir: str, masks: bool = False) -> dict:
+               cache_dir: str, masks: bool = False, progress: bool = False) -> dict:
   """Matches one pair, counts Rosetta pairs, and bootstraps the count.
 
   Returns a JSON-ready dict (count, fraction, r distribution, per-layer density,
@@ -78,10 +78,10 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
   c = cfg.candidates + cfg.k - 1
   t0 = time.time()
   result, sites_a, off_a, sites_b, off_b = rosetta.match_sites(
-      acts_a, acts_b, k=c, model_a=pair.a.name, model_b=pair.b.name)
+      acts_a, acts_b, k=c, model_a=pair.a.name, model_b=pair.b.name, progress=progress)
   null, *_ = rosetta.match_sites(acts_a, acts_b, k=cfg.k, model_a=pair.a.name,
                                  model_b=pair.b.name, null_permutation=cfg.seed,
-                                 doc_ids=doc_index(sa))
+                                 doc_ids=doc_index(sa), progress=progress)
   t_match = time.time() - t0
   _, _, null_r = rosetta.mutual_pairs(null, k=cfg.k, r_min=cfg.r_min)
   null_r_max = float(null_r.max()) if len(null_r) else None
@@ -213,7 +213,7 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   t0 = time.time()
   want_anchors = len(uniq) >= 3 and len(pairs) == len(uniq) * (len(uniq) - 1) // 2
   rows = [match_pair(p, stores, cfg, weights, os.path.join(workdir, "pairs"),
-                     masks=want_anchors) for p in pairs]
+                     masks=want_anchors, progress=progress) for p in pairs]
   t_match = time.time() - t0
   rows.sort(key=lambda r: r["size"])
   sizes = np.array([r["size"] for r in rows])
