@@ -92,8 +92,8 @@ def load_context(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   t_record = time.time() - t0
   weights = bootstrap.bootstrap_weights(len(docs), cfg.bootstrap, cfg.seed)
   t0 = time.time()
-  rows = [match_pair(p, stores, cfg, weights, os.path.join(workdir, "pairs"), masks=True)
-          for p in pairs]
+  rows = [match_pair(p, stores, cfg, weights, os.path.join(workdir, "pairs"), masks=True,
+                     progress=progress) for p in pairs]
   order = np.argsort([r["size"] for r in rows], kind="stable")
   pairs, rows = [pairs[i] for i in order], [rows[i] for i in order]
   t_match = time.time() - t0
