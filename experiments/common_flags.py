@@ -1,7 +1,7 @@
 """Flags every study binary shares, defined once, and the config they select.
 
 A binary imports this module (which defines ``--workdir``, ``--preset``,
-``--models``, ``--bootstrap``, ``--config`` and ``--progress``), adds its own
+``--models``, ``--bootstrap``, ``--depths``, ``--config`` and ``--progress``), adds its own
 flags, and calls ``study_config()`` in ``main``.
 """
 
@@ -20,6 +20,9 @@ PRESET = flags.DEFINE_enum("preset", "tiny", sorted(config_lib.PRESETS), "Named 
 MODELS = flags.DEFINE_string("models", "zoo", "'zoo', or comma-separated model dirs/names.")
 BOOTSTRAP = flags.DEFINE_integer("bootstrap", None, "Document-bootstrap resamples.")
 PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
+DEPTHS = flags.DEFINE_list("depths", None,
+                           "Relative depths in [0, 1] of the layers to study, each model's "
+                           "nearest layer (e.g. 0,0.5,1); default: every layer.")
 CONFIG = flags.DEFINE_string("config", None, "A study config.json to use instead of --preset "
                              "(e.g. <workdir>/config.json of an earlier scaling run).")
 
@@ -36,7 +39,15 @@ def study_config(argv, **overrides) -> config_lib.StudyConfig:
            else config_lib.get_preset(PRESET.value))
   except (OSError, ValueError) as e:
     raise app.UsageError(str(e)) from e
-  overrides = {"bootstrap": BOOTSTRAP.value, **overrides}
+  depths = None
+  if DEPTHS.value is not None:
+    try:
+      depths = tuple(float(d) for d in DEPTHS.value)
+    except ValueError:
+      raise app.UsageError(f"--depths must be numbers in [0, 1], got {DEPTHS.value}") from None
+    if not all(0.0 <= d <= 1.0 for d in depths):
+      raise app.UsageError(f"--depths must be numbers in [0, 1], got {DEPTHS.value}")
+  overrides = {"bootstrap": BOOTSTRAP.value, "depths": depths, **overrides}
   overrides = {k: v for k, v in overrides.items() if v is not None}
   if overrides.get("bootstrap", 2) < 2:
     raise app.UsageError("--bootstrap must be >= 2")

@@ -1,4 +1,5 @@
 """End-to-end smoke test of the scaling study on a micro zoo, and its input errors."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -70,7 +71,9 @@ def test_bad_models_spec(tmp_path):
 @pytest.mark.parametrize("flag,message", [
     ("--preset=huge", "huge"), ("--bootstrap=1", "--bootstrap must be >= 2"),
     ("--record_len=0", "--record_len and --record_batch must be >= 1"),
-    ("--record_docs=-3", "--record_docs and --record_chars must be >= 0")])
+    ("--record_docs=-3", "--record_docs and --record_chars must be >= 0"),
+    ("--depths=0,1.5", "--depths must be numbers in [0, 1]"),
+    ("--depths=mid", "--depths must be numbers in [0, 1]")])
 def test_binary_rejects_bad_flags(tmp_path, flag, message):
   out = subprocess.run([sys.executable, "-m", "experiments.scaling", flag,
                         f"--workdir={tmp_path}"], capture_output=True, text=True)
@@ -128,6 +131,36 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
     assert len(a["layer_density"]) == 2
     assert sum(a["layer_density"]) * (128 + 64 * i) // 2 == pytest.approx(a["count"])
   assert "Anchors" in open(tmp_path / "run" / "report.html").read()
+  # Depth-selected layers: only the last layer of each model is recorded and matched.
+  last = dataclasses.replace(cfg, depths=(1.0,))
+  res = study.run_scaling(last, str(tmp_path / "last"), ",".join(dirs), progress=False)
+  assert [m["sites"] for m in res["model_info"]] == [["layer_1/mlp"]] * 3
+  assert [m["neurons"] for m in res["model_info"]] == [64, 96, 128]
+  assert all(p["depth_a"] == [0.75] and p["num_layers_a"] == 1 for p in res["pairs"])
+  assert all(len(a["layer_density"]) == 1 for a in res["anchors"].values())
+
+
+def test_select_depths_maps_relative_depth_to_nearest_layer(tmp_path):
+  from rosetta_jax.models import base  # pylint: disable=g-import-not-at-top
+  m = lambda n: base.Model("m", None, None, config.ZooConfig(num_layers=n).model_config(16))
+  assert m(30).select_depths((0, 0.5, 1)).mlp_sites() == [
+      "layer_0/mlp", "layer_15/mlp", "layer_29/mlp"]        # 14.5 rounds half up
+  assert m(24).select_depths((0.5, 0.51)).studied_layers == (12,)   # duplicates collapse
+  small = m(2)
+  assert small.select_depths(()).mlp_sites() == ["layer_0/mlp", "layer_1/mlp"]
+  assert small.num_neurons == 2 * small.neurons_per_layer
+  with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    m(4).select_depths((1.2,))
+
+
+def test_workdir_made_before_a_later_field_still_matches(tmp_path):
+  cfg = config.to_dict(MICRO)
+  old = {k: v for k, v in cfg.items() if k != "depths"}
+  common.write_json(str(tmp_path / "config.json"), {"study": "scaling", "config": old})
+  common.prepare_workdir(str(tmp_path), {"study": "scaling", "config": cfg})
+  with pytest.raises(ValueError, match="different configuration"):
+    common.prepare_workdir(str(tmp_path), {"study": "scaling",
+                                           "config": {**cfg, "depths": [0.5]}})
 
 
 def test_count_ci_is_the_basic_bootstrap_interval():

@@ -31,6 +31,8 @@ class Model:
     tokenizer: a ``rosetta_jax.data.tokenizer.Tokenizer`` (the zoo's), a transformers
       fast tokenizer (``load_model``; the recorder wraps it), or None.
     causal: whether the model is a causal LM (False for encoders such as BERT).
+    studied_layers: the layers whose MLP neurons the studies record and match
+      (None: all); see ``select_depths``.
   """
   name: str
   module: nn.Module
@@ -38,6 +40,7 @@ class Model:
   config: Any
   tokenizer: Any = None
   causal: bool = True
+  studied_layers: tuple[int, ...] | None = None
 
   @property
   def num_layers(self) -> int:
@@ -49,12 +52,29 @@ class Model:
 
   @property
   def num_neurons(self) -> int:
-    """Total MLP neurons (the population Rosetta neurons are counted in)."""
-    return self.num_layers * self.neurons_per_layer
+    """MLP neurons of the studied layers (the population Rosetta neurons are counted in)."""
+    return len(self.mlp_sites()) * self.neurons_per_layer
 
   def mlp_sites(self) -> list[str]:
-    """``layer_{i}/mlp`` for every layer."""
-    return [common.mlp_site(i) for i in range(self.num_layers)]
+    """``layer_{i}/mlp`` for every studied layer (all layers unless restricted)."""
+    layers = range(self.num_layers) if self.studied_layers is None else self.studied_layers
+    return [common.mlp_site(i) for i in layers]
+
+  def select_depths(self, depths: Sequence[float]) -> "Model":
+    """Restricts the studied layers to those nearest the relative ``depths``.
+
+    Depth d in [0, 1] maps to layer floor(d * (num_layers - 1) + 0.5), so 0 is the
+    first layer and 1 the last whatever the depth of the model, which keeps
+    the layers of models of different depths comparable. Duplicates collapse.
+    """
+    if not depths:
+      return self
+    bad = [d for d in depths if not 0.0 <= d <= 1.0]
+    if bad:
+      raise ValueError(f"relative depths must lie in [0, 1], got {bad}")
+    layers = sorted({int(np.floor(d * (self.num_layers - 1) + 0.5)) for d in depths})
+    self.studied_layers = tuple(layers)
+    return self
 
   @functools.cached_property
   def _apply(self):

@@ -36,7 +36,8 @@ def scaling_section(rep: Report, results: dict, fit: PowerLawFit | None) -> Repo
   density = {}
   for p in pairs:
     n = p["num_layers_a"]
-    density[p["label"]] = ((np.arange(n) + 0.5) / n, np.array(p["layer_density_a"]))
+    depth = p.get("depth_a") or (np.arange(n) + 0.5) / n
+    density[p["label"]] = (np.asarray(depth), np.array(p["layer_density_a"]))
   rep.figure(figures.depth_profile(density))
   rep.table(["pair", "neurons (A)", "count", "95% CI", "fraction", "mean r",
              "mutual NN (no threshold)", "null count", "null max r", "constant (excluded)"],
@@ -63,8 +64,7 @@ def anchor_section(rep: Report, anchors: dict) -> Report:
                  a["fraction"]])
   rep.table(["anchor model", "other models", "neurons in all", "95% CI", "fraction"], rows)
   rep.figure(figures.depth_profile(
-      {name: ((np.arange(len(a["layer_density"])) + 0.5) / len(a["layer_density"]),
-              np.array(a["layer_density"])) for name, a in anchors.items()}))
+      {name: (np.array(a["depth"]), np.array(a["layer_density"])) for name, a in anchors.items()}))
   rep.text("An anchor neuron is in a Rosetta pair (same criterion as above) with each "
            "other model; its CI intersects the same document resamples across pairs.",
            css="note")

@@ -71,6 +71,9 @@ def prepare_workdir(workdir: str, config: dict) -> None:
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
+    if isinstance(old.get("config"), dict):
+      # Fields added after a workdir was made, at defaults that keep the old behaviour.
+      old["config"] = {**config_lib.LATER_FIELDS, **old["config"]}
     if old != config:
       diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
       raise ValueError(f"{workdir} holds a run with a different configuration (differs in "
@@ -95,12 +98,13 @@ def resolve_models(spec: str, cfg: config_lib.StudyConfig, workdir: str,
     models = train.train_zoo(cfg.zoo, os.path.join(workdir, "zoo"), progress=progress)
     by_width = {}
     for m in models:
+      m.select_depths(cfg.depths)
       by_width.setdefault(m.config.hidden_size, []).append(m)
     return [Pair(f"w{w}" + ("" if len(ms) == 2 else f"-{a.name}-{b.name}"), a, b)
             for w, ms in by_width.items() for a, b in itertools.combinations(ms, 2)]
   from rosetta_jax.models import load_model  # pylint: disable=g-import-not-at-top
   groups = [g.split("+") for g in spec.split(",")]
-  loaded = {n: load_model(n) for g in groups for n in g}
+  loaded = {n: load_model(n).select_depths(cfg.depths) for g in groups for n in g}
   if any(len(g) > 1 for g in groups):
     if any(len(g) < 2 for g in groups):
       raise ValueError(f"--models={spec}: every '+' group needs at least two models")

@@ -124,6 +124,7 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       "excluded_a": int(len(result.excluded_a)), "excluded_b": int(len(result.excluded_b)),
       "units": int(result.num_units), "layer_density_a": per_layer.tolist(),
       "num_layers_a": len(sites_a), "boot_counts": boot.tolist(),
+      "depth_a": list(rosetta.relative_depths(sites_a, pair.a.num_layers).values()),
       "resamples": len(weights), "seconds": {"match": t_match, "bootstrap": t_boot},
       "cache": f"{key}.json",
   }
@@ -168,15 +169,13 @@ def anchors(rows: list, info: list, cache_dir: str) -> dict | None:
       else:
         boot = False                 # a pair cached before masks existed: no CI
     count = int(point.sum())
-    per_layer = np.asarray(m["neurons_per_layer"])
-    layer_of = np.repeat(np.arange(per_layer.size), per_layer) if per_layer.ndim else \
-        np.arange(n) // int(per_layer)
-    density = np.bincount(layer_of[point], minlength=int(layer_of.max()) + 1) / \
-        np.bincount(layer_of)
+    site_of = np.arange(n) // int(m["neurons_per_layer"])      # studied site of each neuron
+    density = np.bincount(site_of[point], minlength=len(m["sites"])) / np.bincount(site_of)
     out[x] = {"count": count, "fraction": count / n, "partners": len(names) - 1,
               "count_ci": (count_ci(count, boot.sum(1)) if boot is not None and boot is not False
                            else None),
-              "layer_density": density.tolist()}
+              "layer_density": density.tolist(),
+              "depth": list(rosetta.relative_depths(m["sites"], m["layers"]).values())}
   return out
 
 
@@ -203,6 +202,7 @@ def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   stores = record_models(uniq, docs, workdir, cfg, progress=progress)
   t_record = time.time() - t0
   info = [{"name": m.name, "neurons": m.num_neurons, "layers": m.num_layers,
+           "sites": m.mlp_sites(),
            "neurons_per_layer": m.neurons_per_layer, "params": base.count_params(m.params)}
           for m in uniq]
   for m in uniq:      # matching reads the stores: free the weights (GBs for real models)

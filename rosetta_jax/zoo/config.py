@@ -67,6 +67,9 @@ class StudyConfig:
     record_chars: characters kept from the start of each document (0 = all).
     record_len: context window of the recording forward pass, in tokens.
     record_batch: windows per recording batch.
+    depths: relative depths in [0, 1] of the layers to study, each model's
+      nearest layer (empty = every layer); for models with 10^5+ neurons, a few
+      depth-matched layers buy many more units for the same matching cost.
     pooling: how tokens pool into aligned units ("mean", "max", "last").
     k: mutual-k-NN criterion (1 = best buddies).
     r_min: optional correlation threshold for a match.
@@ -81,6 +84,7 @@ class StudyConfig:
   record_chars: int = 0
   record_len: int = 64
   record_batch: int = 16
+  depths: tuple[float, ...] = ()
   pooling: str = "mean"
   k: int = 1
   r_min: float | None = None
@@ -117,6 +121,11 @@ def get_preset(name: str) -> StudyConfig:
     raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}") from None
 
 
+# StudyConfig fields added later, with the default that reproduces the behaviour
+# before them: a workdir whose config.json predates them still matches.
+LATER_FIELDS = {"depths": []}
+
+
 def load_study_config(path: str) -> StudyConfig:
   """A ``StudyConfig`` from a JSON file: a study's config.json (``{"config": {...}}``)
   or the bare dict of ``config_lib.to_dict``; unknown fields are an error."""
@@ -127,6 +136,8 @@ def load_study_config(path: str) -> StudyConfig:
   for k in ("widths", "seeds"):
     if k in zoo:
       zoo[k] = tuple(zoo[k])
+  if "depths" in d:
+    d["depths"] = tuple(d["depths"])
   try:
     return StudyConfig(zoo=ZooConfig(**zoo), **d)
   except TypeError as e:
