@@ -28,6 +28,10 @@ _K = flags.DEFINE_integer("k", None, "Mutual-k-NN criterion (default: the preset
 _R_MIN = flags.DEFINE_float("r_min", None, "Minimum r of a Rosetta pair.")
 _NULL = flags.DEFINE_bool("null_threshold", None,
                           "Require r above the strongest permutation-null pair (default on).")
+_NULL_FDR = flags.DEFINE_float(
+    "null_fdr", None, "With --null_threshold: keep pairs above the lowest r at which the "
+    "null explains at most this fraction of the real pairs (e.g. 0.05) instead of above "
+    "the strongest null pair; for large models recorded on few units.")
 _RECORD_DOCS = flags.DEFINE_integer("record_docs", None,
                                     "Held-out documents to record (0 = all; evenly spaced).")
 _RECORD_CHARS = flags.DEFINE_integer("record_chars", None,
@@ -39,7 +43,10 @@ _RECORD_BATCH = flags.DEFINE_integer("record_batch", None, "Windows per recordin
 
 
 def main(argv):
+  if _NULL_FDR.value is not None and not 0 < _NULL_FDR.value < 1:
+    raise app.UsageError(f"--null_fdr must lie in (0, 1), got {_NULL_FDR.value}")
   cfg = cf.study_config(argv, k=_K.value, r_min=_R_MIN.value, null_threshold=_NULL.value,
+                        null_fdr=_NULL_FDR.value,
                         record_docs=_RECORD_DOCS.value, record_chars=_RECORD_CHARS.value,
                         record_len=_RECORD_LEN.value, record_batch=_RECORD_BATCH.value)
   res = study.run_scaling(cfg, cf.WORKDIR.value, cf.MODELS.value, progress=cf.PROGRESS.value)

@@ -73,7 +73,8 @@ def test_bad_models_spec(tmp_path):
     ("--record_len=0", "--record_len and --record_batch must be >= 1"),
     ("--record_docs=-3", "--record_docs and --record_chars must be >= 0"),
     ("--depths=0,1.5", "--depths must be numbers in [0, 1]"),
-    ("--depths=mid", "--depths must be numbers in [0, 1]")])
+    ("--depths=mid", "--depths must be numbers in [0, 1]"),
+    ("--null_fdr=1.5", "--null_fdr must lie in (0, 1)")])
 def test_binary_rejects_bad_flags(tmp_path, flag, message):
   out = subprocess.run([sys.executable, "-m", "experiments.scaling", flag,
                         f"--workdir={tmp_path}"], capture_output=True, text=True)
@@ -132,8 +133,11 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
     assert sum(a["layer_density"]) * (128 + 64 * i) // 2 == pytest.approx(a["count"])
   assert "Anchors" in open(tmp_path / "run" / "report.html").read()
   # Depth-selected layers: only the last layer of each model is recorded and matched.
-  last = dataclasses.replace(cfg, depths=(1.0,))
+  last = dataclasses.replace(cfg, depths=(1.0,), null_fdr=0.2)
   res = study.run_scaling(last, str(tmp_path / "last"), ",".join(dirs), progress=False)
+  for p in res["pairs"]:               # the FDR rule: never stricter than the max-null rule
+    assert "fdr0.2" in p["cache"] and p["count"] <= p["raw_count"]
+    assert p["count"] == 0 or p["r_threshold"] <= p["null_r_max"] + 1e-6
   assert [m["sites"] for m in res["model_info"]] == [["layer_1/mlp"]] * 3
   assert [m["neurons"] for m in res["model_info"]] == [64, 96, 128]
   assert all(p["depth_a"] == [0.75] and p["num_layers_a"] == 1 for p in res["pairs"])
@@ -170,3 +174,20 @@ def test_count_ci_is_the_basic_bootstrap_interval():
   assert hi == pytest.approx(200 - np.quantile(boot, 0.025))
   assert lo == pytest.approx(200 - np.quantile(boot, 0.975))
   assert lo < 100 and count_ci(1, np.array([5, 6, 7]))[0] == 0.0
+
+
+def test_fdr_threshold_keeps_what_the_null_cannot_explain():
+  from rosetta_jax.analysis.null import fdr_threshold  # pylint: disable=g-import-not-at-top
+  real = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+  null = np.array([0.97, 0.55, 0.45, 0.42, 0.41])
+  # At 0.6: 1 null / 6 real = 0.17; at 0.5: 2 / 7; at 0.4: 5 / 8.
+  assert fdr_threshold(real, null, 0.2) == 0.6
+  assert fdr_threshold(real, null, 0.3) == 0.5
+  # The max-null rule would keep only 0.99; a lone high null pair does not stop
+  # the step-up rule (at 0.99 the rate is 0, at 0.95 it is 1/2).
+  assert fdr_threshold(real, null, 0.01) == np.nextafter(0.97, 1)      # keeps 0.99 only
+  assert fdr_threshold(real, null * 0.5, 0.01) == np.nextafter(0.485, 1)   # max-null: 0 null
+  assert fdr_threshold(real, np.array([]), 0.05) == 0.4
+  assert fdr_threshold(np.array([0.3]), np.array([0.5]), 0.05) > 0.3     # nothing kept
+  with pytest.raises(ValueError, match="FDR"):
+    fdr_threshold(real, null, 0.0)

@@ -92,3 +92,36 @@ def count_variants(acts_a: Mapping, acts_b: Mapping, doc_index, weights,
                 "ci": np.quantile(boot, [0.025, 0.975]).tolist(),
                 "r_max": float(r.max()) if len(r) else float("nan")})
   return out
+
+
+def fdr_threshold(real_r, null_r, q: float) -> float:
+  """The lowest r threshold at which the permutation null explains at most a
+  fraction ``q`` of the real mutual pairs above it.
+
+  Estimated false discovery rate at threshold t: #(null r >= t) / #(real r >= t),
+  both from the same matcher and criterion (the null with B's documents
+  shuffled). Thresholds are tried at the real pairs' r; the lowest whose rate is
+  <= q wins (as a step-up rule, so a noisy bump at high r does not stop it).
+  The max-null threshold (``null_threshold`` alone) is the q -> 0 limit; with
+  10^5+ neurons and few units, spiky neurons make the null's maximum near 1 and
+  that limit keeps almost nothing, while this keeps the pairs the null cannot
+  account for.
+
+  Returns:
+    The threshold, never above the max-null threshold (just above the strongest
+    null pair: no null pair there, so its rate is 0); above every real r (no pair
+    kept) when no threshold qualifies.
+  """
+  if not 0.0 < q < 1.0:
+    raise ValueError(f"the FDR level must lie in (0, 1), got {q}")
+  real = np.sort(np.asarray(real_r, np.float64))[::-1]
+  null = np.sort(np.asarray(null_r, np.float64))
+  if real.size == 0:
+    return float("inf")
+  n_real = np.arange(1, real.size + 1)                    # real pairs with r >= real[i]
+  n_null = null.size - np.searchsorted(null, real, side="left")
+  ok = np.flatnonzero(n_null <= q * n_real)
+  if ok.size == 0:
+    return float(np.nextafter(real[0], np.inf))
+  t = float(real[ok.max()])
+  return min(t, float(np.nextafter(null[-1], np.inf))) if null.size else t

@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 
 from rosetta_jax import store as store_lib
-from rosetta_jax.analysis import bootstrap, scaling
+from rosetta_jax.analysis import bootstrap, null as null_lib, scaling
 from rosetta_jax.match import rosetta
 from rosetta_jax.match.sources import ConcatSource
 from rosetta_jax.models import base
@@ -63,6 +63,8 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
   if (cfg.k, cfg.r_min, cfg.candidates, cfg.null_threshold) != (
       1, None, config_lib.StudyConfig.candidates, True):
     key += f"-k{cfg.k}-r{cfg.r_min}-c{cfg.candidates}-n{int(cfg.null_threshold)}"
+  if cfg.null_threshold and cfg.null_fdr is not None:
+    key += f"-fdr{cfg.null_fdr}"
   cache = os.path.join(cache_dir, f"{key}.json")
   mask_file = os.path.join(cache_dir, f"{key}.members.npz")
   if os.path.exists(cache) and (not masks or os.path.exists(mask_file)):
@@ -86,10 +88,14 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
   _, _, null_r = rosetta.mutual_pairs(null, k=cfg.k, r_min=cfg.r_min)
   null_r_max = float(null_r.max()) if len(null_r) else None
   r_min = cfg.r_min
+  raw_r = rosetta.mutual_pairs(result, k=cfg.k)[2]
   if cfg.null_threshold and null_r_max is not None:
-    above = float(np.nextafter(np.float32(null_r_max), np.float32(np.inf)))
+    if cfg.null_fdr is None:
+      above = float(np.nextafter(np.float32(null_r_max), np.float32(np.inf)))
+    else:
+      above = null_lib.fdr_threshold(raw_r, null_r, cfg.null_fdr)
     r_min = above if r_min is None else max(r_min, above)
-  raw = len(rosetta.mutual_pairs(result, k=cfg.k)[0])
+  raw = len(raw_r)
   ia, jb, r = rosetta.mutual_pairs(result, k=cfg.k, r_min=r_min)
   # Bootstrap over documents, re-matching each resample among the candidates.
   t0 = time.time()
@@ -118,6 +124,9 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       "count_ci": count_ci(len(ia), boot),
       "boot_mean": float(boot.mean()),
       "raw_count": raw, "null_count": int(len(null_r)), "null_r_max": null_r_max,
+      "null_r_quantiles": (np.quantile(null_r, [0.5, 0.9, 0.99]).tolist() if len(null_r)
+                           else None),
+      "raw_r_quantiles": np.quantile(raw_r, [0.5, 0.9, 0.99]).tolist() if raw else None,
       "r_threshold": r_min,
       "idx_a": ia.tolist(), "idx_b": jb.tolist(),
       "r": r.tolist(), "r_mean": float(r.mean()) if len(r) else float("nan"),

@@ -75,6 +75,9 @@ class StudyConfig:
     r_min: optional correlation threshold for a match.
     null_threshold: also require r above the strongest pair found under the
       dataset-permutation null (B's documents shuffled), per model pair.
+    null_fdr: with ``null_threshold``, use instead the lowest r at which the null
+      explains at most this fraction of the real pairs above it (None: the
+      strongest null pair; see ``analysis.null.fdr_threshold``).
     bootstrap: document-bootstrap resamples for the CIs.
     candidates: per-neuron candidates kept for the bootstrap re-matching.
     seed: seed of the bootstrap.
@@ -89,6 +92,7 @@ class StudyConfig:
   k: int = 1
   r_min: float | None = None
   null_threshold: bool = True
+  null_fdr: float | None = None
   bootstrap: int = 200
   candidates: int = 8
   seed: int = 0
@@ -123,7 +127,7 @@ def get_preset(name: str) -> StudyConfig:
 
 # StudyConfig fields added later, with the default that reproduces the behaviour
 # before them: a workdir whose config.json predates them still matches.
-LATER_FIELDS = {"depths": []}
+LATER_FIELDS = {"depths": [], "null_fdr": None}
 
 
 def load_study_config(path: str) -> StudyConfig:
