@@ -138,6 +138,7 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   for p in res["pairs"]:               # the FDR rule: never stricter than the max-null rule
     assert "fdr0.2" in p["cache"] and p["count"] <= p["raw_count"]
     assert p["count"] == 0 or p["r_threshold"] <= p["null_r_max"] + 1e-6
+    assert p["count"] >= p["count_above_null_max"]
   assert [m["sites"] for m in res["model_info"]] == [["layer_1/mlp"]] * 3
   assert [m["neurons"] for m in res["model_info"]] == [64, 96, 128]
   assert all(p["depth_a"] == [0.75] and p["num_layers_a"] == 1 for p in res["pairs"])

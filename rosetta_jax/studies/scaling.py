@@ -127,6 +127,8 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
       "null_r_quantiles": (np.quantile(null_r, [0.5, 0.9, 0.99]).tolist() if len(null_r)
                            else None),
       "raw_r_quantiles": np.quantile(raw_r, [0.5, 0.9, 0.99]).tolist() if raw else None,
+      "count_above_null_max": (int((raw_r > null_r_max).sum()) if null_r_max is not None
+                               else raw),
       "r_threshold": r_min,
       "idx_a": ia.tolist(), "idx_b": jb.tolist(),
       "r": r.tolist(), "r_mean": float(r.mean()) if len(r) else float("nan"),
