@@ -40,15 +40,19 @@ def scaling_section(rep: Report, results: dict, fit: PowerLawFit | None) -> Repo
     density[p["label"]] = (np.asarray(depth), np.array(p["layer_density_a"]))
   rep.figure(figures.depth_profile(density))
   rep.table(["pair", "neurons (A)", "count", "95% CI", "fraction", "mean r",
-             "mutual NN (no threshold)", "null count", "null max r", "constant (excluded)"],
+             "mutual NN (no threshold)", "null count", "null max r", "r threshold",
+             "constant (excluded)"],
             [[p["label"], p["neurons_a"], p["count"],
               f"[{p['count_ci'][0]:.0f}, {p['count_ci'][1]:.0f}]", p["fraction"], p["r_mean"],
               p.get("raw_count", p["count"]), p.get("null_count", "-"),
               p.get("null_r_max") if p.get("null_r_max") is not None else "-",
+              p.get("r_threshold") if p.get("r_threshold") is not None else "-",
               p["excluded_a"] + p["excluded_b"]] for p in pairs])
   rep.text("Null: B's held-out documents shuffled as whole blocks (same matcher). A pair "
            "counts as Rosetta when it is a mutual nearest neighbour and, when the null "
-           "threshold is on, its r exceeds the strongest null pair.", css="note")
+           "threshold is on, its r exceeds the strongest null pair (or, with --null_fdr, "
+           "the lowest r above which the null explains at most that fraction of the "
+           "pairs).", css="note")
   if results.get("anchors"):
     anchor_section(rep, results["anchors"])
   return rep
