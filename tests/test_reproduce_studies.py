@@ -139,6 +139,11 @@ def test_null_collapses_and_ablations(workdir):
     assert x["null_r_max"] < x["real_r_max"]
   assert math.isfinite(v["k=3"]["fit"]["beta"])
   assert _figures(os.path.join(wd, "null_ablation", "report.html")) >= 5
+  # The re-pooled recordings (each as large as the main store) are removed once
+  # every pair's pooling counts are cached.
+  sub = os.path.join(wd, "null_ablation")
+  assert not any(d.startswith("pool_") for d in os.listdir(sub))
+  assert any(f.endswith("-pool_max.json") for f in os.listdir(os.path.join(sub, "cache")))
 
 
 def test_reproduce_report(workdir):

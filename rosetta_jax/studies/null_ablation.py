@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -54,11 +55,15 @@ def _cached(path: str, fn):
   return out
 
 
+def _cache_prefix(ctx: Context, pair, sub: str) -> str:
+  return os.path.join(sub, "cache", f"{pair.label}-b{ctx.cfg.bootstrap}")
+
+
 def pair_variants(ctx: Context, pair, sub: str, poolings=POOLINGS,
                   fractions=UNIT_FRACTIONS, pool_stores=None) -> dict:
   """{variant name: {count, boot, ci}} for one pair of models."""
   cfg = ctx.cfg
-  cache = os.path.join(sub, "cache", f"{pair.label}-b{cfg.bootstrap}")
+  cache = _cache_prefix(ctx, pair, sub)
   sa, sb = ctx.stores[pair.a.name], ctx.stores[pair.b.name]
   doc = common.doc_index(sa)
   null_criteria = [(1, None)] + [(1, r) for r in R_MINS]
@@ -79,7 +84,7 @@ def pair_variants(ctx: Context, pair, sub: str, poolings=POOLINGS,
   for how in poolings:
     if how == cfg.pooling:
       continue
-    ps = pool_stores[how]
+    ps = (pool_stores or {}).get(how)
     out[f"pool={how}"] = _cached(cache + f"-pool_{how}.json", lambda ps=ps: null_lib.count_variants(
         _acts(ps[pair.a.name], pair.a), _acts(ps[pair.b.name], pair.b), doc, ctx.weights,
         [(1, None)], CANDIDATES))[0]
@@ -125,12 +130,18 @@ def run_null_ablation(cfg: config_lib.StudyConfig, workdir: str, models: str = "
                       "unit_fractions": list(fractions), "candidates": CANDIDATES})
   ctx = ctx or load_context(cfg, workdir, models, progress)
   uniq = list({m.name: m for p in ctx.pairs for m in (p.a, p.b)}.values())
+  # Re-pooled recordings (each as large as the main store) are made only for
+  # pairs whose pooling counts are not cached yet, and removed once all are.
   pool_stores = {}
   for how in poolings:
-    if how != cfg.pooling:
+    missing = [p for p in ctx.pairs
+               if not os.path.exists(_cache_prefix(ctx, p, sub) + f"-pool_{how}.json")]
+    if how != cfg.pooling and missing:
       pool_stores[how] = common.record_models(uniq, ctx.docs, os.path.join(sub, f"pool_{how}"),
                                               dataclasses.replace(cfg, pooling=how), progress)
   rows = [pair_variants(ctx, p, sub, poolings, fractions, pool_stores) for p in ctx.pairs]
+  for how in pool_stores:
+    shutil.rmtree(os.path.join(sub, f"pool_{how}"), ignore_errors=True)
   sizes = np.array([p.size for p in ctx.pairs])
   variants = {}
   for name in rows[0]:
