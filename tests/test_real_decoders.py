@@ -70,3 +70,26 @@ def test_offline_decoder_loads_with_its_tokenizer(name):
   # The cache holds exactly the recorded files, verified.
   src = offline.source(name)
   offline.verify(src, offline.cache_root() / name)
+
+
+@pytest.mark.slow
+def test_three_decoder_study_end_to_end(tmp_path):
+  """The documented study command's path, small: three pairs, anchors, FDR rule."""
+  from rosetta_jax.studies import scaling  # pylint: disable=g-import-not-at-top
+  cfg = dataclasses.replace(config_lib.get_preset("tiny"), depths=(0.0, 1.0), null_fdr=0.05,
+                            record_docs=10, record_chars=300, record_len=128,
+                            record_batch=8, bootstrap=20)
+  models = ",".join(f"offline:{n}" for n in sorted(SHAPES, key=lambda n: SHAPES[n][2]))
+  res = scaling.run_scaling(cfg, str(tmp_path), models, progress=False)
+  assert len(res["pairs"]) == 3 and all(p["count"] > 0 for p in res["pairs"])
+  for p in res["pairs"]:
+    assert p["num_layers_a"] == 2 and p["count"] >= p["count_above_null_max"]
+    assert p["r_threshold"] <= p["null_r_max"] + 1e-6
+  assert np.isfinite(res["fit"]["count"]["beta"])
+  anchors = res["anchors"]
+  assert set(anchors) == {f"offline:{n}" for n in SHAPES}
+  for name, a in anchors.items():
+    assert 0 < a["count"] <= min(p["count"] for p in res["pairs"]
+                                 if name in (p["model_a"], p["model_b"]))
+    assert a["count_ci"][0] <= a["count_ci"][1] and len(a["layer_density"]) == 2
+  assert (tmp_path / "report.html").exists()
