@@ -27,7 +27,7 @@ from rosetta_jax.data import align as align_lib
 from rosetta_jax.match.sources import ConcatSource
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import common
-from rosetta_jax.studies.scaling import match_pair
+from rosetta_jax.studies.scaling import load_members, match_pair
 from rosetta_jax.zoo import config as config_lib
 
 TOP_M = 32
@@ -145,17 +145,8 @@ def rosetta_members(ctx: Context, pair) -> np.ndarray | None:
   """[B, Na + Nb] Rosetta membership of A's then B's neurons in each bootstrap
   resample (re-matched per resample by ``match_pair``), or None for a pair cached
   before membership was kept."""
-  row = ctx.rows[ctx.pairs.index(pair)]
-  if not row.get("cache"):
-    return None
-  path = os.path.join(ctx.workdir, "pairs",
-                      os.path.splitext(row["cache"])[0] + ".members.npz")
-  if not os.path.exists(path):
-    return None
-  with np.load(path) as z:
-    a = np.unpackbits(z["a"], axis=1, count=int(z["num_a"])).astype(bool)
-    b = np.unpackbits(z["b"], axis=1, count=int(z["num_b"])).astype(bool)
-  return np.concatenate([a, b], axis=1)
+  both = load_members(os.path.join(ctx.workdir, "pairs"), ctx.rows[ctx.pairs.index(pair)])
+  return None if both is None else np.concatenate(both, axis=1)
 
 
 def pair_metrics(ctx: Context, pair):

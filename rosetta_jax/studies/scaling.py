@@ -143,6 +143,19 @@ def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: n
   return out
 
 
+def load_members(cache_dir: str, row: dict) -> tuple[np.ndarray, np.ndarray] | None:
+  """Per-resample pair membership of a ``match_pair`` row: (in_a [B, Na], in_b [B, Nb])
+  bool, or None for a pair cached before membership was kept."""
+  if not row.get("cache"):
+    return None
+  path = os.path.join(cache_dir, os.path.splitext(row["cache"])[0] + ".members.npz")
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as z:
+    return (np.unpackbits(z["a"], axis=1, count=int(z["num_a"])).astype(bool),
+            np.unpackbits(z["b"], axis=1, count=int(z["num_b"])).astype(bool))
+
+
 def anchors(rows: list, info: list, cache_dir: str) -> dict | None:
   """Neurons of each model with a Rosetta partner in *every* other model.
 
@@ -152,7 +165,7 @@ def anchors(rows: list, info: list, cache_dir: str) -> dict | None:
   document-bootstrap resamples of every pair (basic bootstrap, as the counts).
 
   Returns:
-    {model: {count, fraction, count_ci, partners, layer_density}} or None.
+    {model: {count, fraction, count_ci, partners, layer_density, depth}} or None.
   """
   names = [m["name"] for m in info]
   by = {(r["model_a"], r["model_b"]): r for r in rows}
@@ -162,7 +175,7 @@ def anchors(rows: list, info: list, cache_dir: str) -> dict | None:
   out = {}
   for m in info:
     x, n = m["name"], m["neurons"]
-    point, boot = np.ones(n, bool), None
+    point, members = np.ones(n, bool), []
     for y in names:
       if y == x:
         continue
@@ -171,21 +184,16 @@ def anchors(rows: list, info: list, cache_dir: str) -> dict | None:
       mine = np.zeros(n, bool)
       mine[np.asarray(r[f"idx_{side}"], np.int64)] = True
       point &= mine
-      key = os.path.splitext(r.get("cache", ""))[0]
-      path = os.path.join(cache_dir, f"{key}.members.npz")
-      if boot is not False and os.path.exists(path):
-        with np.load(path) as z:
-          bits = np.unpackbits(z[side], axis=1, count=n).astype(bool)
-        boot = bits if boot is None else boot & bits
-      else:
-        boot = False                 # a pair cached before masks existed: no CI
+      both = load_members(cache_dir, r)          # None: cached before members were kept
+      members.append(None if both is None else both[0 if side == "a" else 1])
     count = int(point.sum())
+    ci = None
+    if all(b is not None for b in members):
+      ci = count_ci(count, np.logical_and.reduce(members).sum(1))
     site_of = np.arange(n) // int(m["neurons_per_layer"])      # studied site of each neuron
     density = np.bincount(site_of[point], minlength=len(m["sites"])) / np.bincount(site_of)
     out[x] = {"count": count, "fraction": count / n, "partners": len(names) - 1,
-              "count_ci": (count_ci(count, boot.sum(1)) if boot is not None and boot is not False
-                           else None),
-              "layer_density": density.tolist(),
+              "count_ci": ci, "layer_density": density.tolist(),
               "depth": list(rosetta.relative_depths(m["sites"], m["layers"]).values())}
   return out
 
