@@ -5,7 +5,8 @@ r"""Claim 4 checks: the dataset-permutation null and the matching ablations.
 Counts per size and the fitted exponent with document-bootstrap CIs for: the
 permutation null (B's documents deranged; reported as null/real, with and without
 r thresholds), mutual k-NN for k in 1, 3, 5, 10, r thresholds 0.3/0.5/0.7,
-pooling mean/max/last (re-recorded into <workdir>/null_ablation/pool_*), and unit
+pooling mean/max/last (re-recorded into <workdir>/null_ablation/pool_*, deleted
+once every pair's counts are cached: each is as large as the main store), and unit
 budgets (1/8, 1/4, 1/2 of the documents). About 3 minutes on the tiny preset.
 The result to look for: the thresholded null collapses to ~0 while the real
 counts and exponent are stable across criteria.

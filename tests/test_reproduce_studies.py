@@ -77,6 +77,9 @@ def test_polarization_outputs(workdir):
   assert math.isfinite(t["slope"]) and t["ci"][0] <= t["ci"][1] and t["n_boot"] == 20
   assert _figures(os.path.join(wd, "polarization", "report.html")) >= 6
   assert "kurtosis" in stdout["polarization"]
+  assert all(e["rosetta_rematched"] for e in res["per_size"])
+  html = open(os.path.join(wd, "polarization", "report.html")).read()
+  assert "Rosetta sets re-matched in every resample" in html
 
 
 def test_bootstrap_rosetta_sets_are_rematched_per_resample(workdir):
@@ -144,6 +147,20 @@ def test_null_collapses_and_ablations(workdir):
   sub = os.path.join(wd, "null_ablation")
   assert not any(d.startswith("pool_") for d in os.listdir(sub))
   assert any(f.endswith("-pool_max.json") for f in os.listdir(os.path.join(sub, "cache")))
+
+
+def test_cached_null_ablation_records_nothing(workdir, monkeypatch):
+  """With every pair's pooling counts cached, no re-pooled recording is made."""
+  from rosetta_jax.studies import null_ablation  # pylint: disable=g-import-not-at-top
+  wd, _ = workdir
+  before = _load(wd, "null_ablation")["variants"]["pool=max"]["counts"]
+  ctx = polarization.load_context(MICRO, wd, "zoo", progress=False)
+
+  def no_recording(*args, **kwargs):
+    raise AssertionError("re-recorded although the pooling counts are cached")
+  monkeypatch.setattr(null_ablation.common, "record_models", no_recording)
+  res = null_ablation.run_null_ablation(MICRO, wd, "zoo", progress=False, ctx=ctx)
+  assert res["variants"]["pool=max"]["counts"] == before
 
 
 def test_reproduce_report(workdir):
