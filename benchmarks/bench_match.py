@@ -14,8 +14,13 @@
     default T=131072, N=2048 (width 2048), full T=262144, N=4096 (width 4096);
 (4) peak memory beyond the inputs (peak RSS during the call, sampled every 2 ms,
     minus the RSS before it, in a fresh process: includes XLA's compilation and
-    the device copy of in-memory inputs) vs the Na x Nb float32 matrix alone, at
-    Na=Nb=32768 (T=512; the ratio's denominator does not depend on T).
+    the device copy of in-memory inputs; on an accelerator, the device
+    allocator's peak minus the device-resident inputs) vs the Na x Nb float32
+    matrix alone, at Na=Nb=32768 (T=512; the ratio's denominator does not
+    depend on T).
+On an accelerator, (1) also prints the default-precision (TF32) matmul, (2) also
+compares with torch.corrcoef on the GPU when torch sees one, and (3) hands both
+routes device-resident arrays.
 Timings: medians of ``--repeats`` interleaved runs after one warm-up
 (compilation), in wall time and in CPU time (all threads of the process; the
 steadier figure on a machine shared with other jobs).
@@ -32,6 +37,13 @@ import threading
 import time
 
 import numpy as np
+
+
+def accelerator() -> str | None:
+  """The default JAX device's kind when it is not a CPU (e.g. 'NVIDIA H100 80GB HBM3')."""
+  import jax
+  d = jax.devices()[0]
+  return None if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
 
 
 def timed(fns, repeats):
@@ -67,17 +79,27 @@ def bench_roofline(t_units, n, repeats):
   a = rng.standard_normal((t_units, n), dtype=np.float32)
   b = rng.standard_normal((t_units, n), dtype=np.float32)
   ad, bd = jnp.asarray(a), jnp.asarray(b)
-  mm = jax.jit(lambda x, y: x.T @ y)
+  # The roofline is a float32 A.T @ B at full float32 precision, the arithmetic
+  # the exact kernel does (on a CPU every precision is that; on a GPU the default
+  # precision is TF32, reported beside it as "mm_default").
+  mm = jax.jit(lambda x, y: jnp.matmul(x.T, y, precision=jax.lax.Precision.HIGHEST))
+  mm_default = jax.jit(lambda x, y: x.T @ y)
   ma, mb = Moments.from_device(ad), Moments.from_device(bd)
   fns = {"mm": lambda: mm(ad, bd).block_until_ready(),
          "kernel": lambda: match(ad, bd, moments_a=ma, moments_b=mb),
          "full": lambda: match(ad, bd)}
+  if accelerator():
+    fns["mm_default"] = lambda: mm_default(ad, bd).block_until_ready()
   t = timed(fns, repeats)
   (w_mm, c_mm), (w_k, c_k), (w_f, c_f) = t["mm"], t["kernel"], t["full"]
-  return dict(T=t_units, N=n, matmul_s=w_mm, match_given_moments_s=w_k, match_s=w_f,
-              matmul_cpu_s=c_mm, match_given_moments_cpu_s=c_k, match_cpu_s=c_f,
-              roofline_given_moments=w_mm / w_k, roofline_with_moments=w_mm / w_f,
-              roofline_given_moments_cpu=c_mm / c_k, roofline_with_moments_cpu=c_mm / c_f)
+  out = dict(T=t_units, N=n, matmul_s=w_mm, match_given_moments_s=w_k, match_s=w_f,
+             matmul_cpu_s=c_mm, match_given_moments_cpu_s=c_k, match_cpu_s=c_f,
+             matmul_tflops=2.0 * t_units * n * n / w_mm / 1e12,
+             roofline_given_moments=w_mm / w_k, roofline_with_moments=w_mm / w_f,
+             roofline_given_moments_cpu=c_mm / c_k, roofline_with_moments_cpu=c_mm / c_f)
+  if "mm_default" in t:
+    out["matmul_default_precision_s"] = t["mm_default"][0]
+  return out
 
 
 def bench_baseline(t_units, n, repeats):
@@ -93,14 +115,39 @@ def bench_baseline(t_units, n, repeats):
 
   # Ours: the whole ``match`` call on the raw (numpy) arrays, moments and the
   # host-to-device copy included, as a researcher would call it.
-  t = timed({"base": baseline, "ours": lambda: match(a, b)}, repeats)
+  fns = {"base": baseline, "ours": lambda: match(a, b)}
+  torch_gpu = _torch_cuda()
+  if torch_gpu is not None:
+    # The baseline a PyTorch researcher with a GPU writes: torch.corrcoef of the
+    # stacked activations on the GPU (float32; TF32 off, PyTorch's default for
+    # matmuls), then argmax, copies included.
+    def torch_baseline():
+      x = torch_gpu.from_numpy(np.concatenate([a, b], axis=1)).cuda()
+      c = torch_gpu.corrcoef(x.T)[:n, n:]
+      return c.argmax(dim=1).cpu().numpy(), c.argmax(dim=0).cpu().numpy()
+    fns["torch"] = torch_baseline
+  t = timed(fns, repeats)
   ours = match(a, b)
   ia, ib = baseline()
   agree = float((ours.a_to_b_idx[:, 0] == ia).mean())
   (w_b, c_b), (w_o, c_o) = t["base"], t["ours"]
-  return dict(T=t_units, N=n, corrcoef_s=w_b, match_s=w_o, corrcoef_cpu_s=c_b,
-              match_cpu_s=c_o, speedup=w_b / w_o, speedup_cpu=c_b / c_o,
-              same_neighbours=agree)
+  out = dict(T=t_units, N=n, corrcoef_s=w_b, match_s=w_o, corrcoef_cpu_s=c_b,
+             match_cpu_s=c_o, speedup=w_b / w_o, speedup_cpu=c_b / c_o,
+             same_neighbours=agree)
+  if "torch" in t:
+    out["torch_corrcoef_s"] = t["torch"][0]
+    out["speedup_vs_torch"] = t["torch"][0] / w_o
+    out["same_neighbours_torch"] = float((torch_baseline()[0] == ia).mean())
+  return out
+
+
+def _torch_cuda():
+  """torch, if it is installed and sees a GPU (the GPU baseline); else None."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  return torch if torch.cuda.is_available() else None
 
 
 def sparse_models(t, n, planted_frac=0.5, seed=0):
@@ -142,6 +189,12 @@ def sparse_models(t, n, planted_frac=0.5, seed=0):
 def bench_sketch(t, n, width, candidates, repeats):
   from rosetta_jax.match import Moments, SketchConfig, match, mutual_pairs
   a, b, planted = sparse_models(t, n)
+  if accelerator():
+    # On an accelerator both routes get device-resident arrays (as a notebook
+    # would hold them): the exact kernel reads them in place and the sketch
+    # folds and rescores on the device. On a CPU the host arrays are used as is.
+    import jax.numpy as jnp
+    a, b = jnp.asarray(a), jnp.asarray(b)
   ma, mb = Moments.from_device(a), Moments.from_device(b)
   cfg = SketchConfig(width=width, candidates=candidates)
   tm = timed({"exact": lambda: match(a, b, moments_a=ma, moments_b=mb),
@@ -180,6 +233,12 @@ def _memory_child(mode, t, n):
   a = rng.standard_normal((t, n), dtype=np.float32)
   b = rng.standard_normal((t, n), dtype=np.float32)
   ma, mb = Moments.from_array(a), Moments.from_array(b)
+  dev = jax.devices()[0]
+  on_accel = dev.platform != "cpu"
+  if on_accel and mode == "arrays":
+    a, b = jnp.asarray(a), jnp.asarray(b)          # the inputs live on the device
+    a.block_until_ready(), b.block_until_ready()
+  dev_before = dev.memory_stats()["bytes_in_use"] if on_accel else 0
 
   class Source:        # a store-like source: the matcher streams it by unit chunks
     def __init__(self, x):
@@ -212,7 +271,13 @@ def _memory_child(mode, t, n):
   done.set()
   th.join()
   after = max(peak[0], rss())
-  print(json.dumps(dict(mode=mode, extra_bytes=after - before, seconds=secs)))
+  out = dict(mode=mode, extra_bytes=after - before, seconds=secs)
+  if on_accel:
+    # Device memory beyond the inputs: the allocator's high-water mark (nothing
+    # but the inputs was allocated on the device before the call) minus them.
+    out["host_extra_bytes"] = out["extra_bytes"]
+    out["extra_bytes"] = dev.memory_stats()["peak_bytes_in_use"] - dev_before
+  print(json.dumps(out))
 
 
 def bench_memory(t, n):
@@ -238,14 +303,20 @@ def main():
     mode, t, n = args.memory_child
     _memory_child(mode, int(t), int(n))
     return
-  res = {"machine": f"{os.cpu_count()} CPU cores, no GPU", "full": args.full}
+  res = {"machine": f"{os.cpu_count()} CPU cores, " + (accelerator() or "no accelerator"),
+         "full": args.full}
+  print(res["machine"], flush=True)
   if "1" in args.only:
     res["roofline"] = r = bench_roofline(16384, 4096, args.repeats)
     print(f"(1) roofline  T={r['T']} N={r['N']}: matmul {r['matmul_s']:.2f}s, match "
           f"{r['match_given_moments_s']:.2f}s (moments given) / {r['match_s']:.2f}s (incl. "
           f"moments) -> wall ratio {r['roofline_given_moments']:.2f} / "
           f"{r['roofline_with_moments']:.2f}; CPU-time ratio "
-          f"{r['roofline_given_moments_cpu']:.2f} / {r['roofline_with_moments_cpu']:.2f}", flush=True)
+          f"{r['roofline_given_moments_cpu']:.2f} / {r['roofline_with_moments_cpu']:.2f}; "
+          f"matmul {r['matmul_tflops']:.1f} TFLOP/s", flush=True)
+    if "matmul_default_precision_s" in r:
+      print(f"    (the same matmul at the default precision, TF32 on a GPU: "
+            f"{r['matmul_default_precision_s']:.4f}s)", flush=True)
   if "2" in args.only:
     t, n = (16384, 4096) if args.full else (8192, 2048)
     res["baseline"] = r = bench_baseline(t, n, args.repeats)
@@ -253,6 +324,10 @@ def main():
           f"-> speed-up {r['speedup']:.1f}x wall, {r['speedup_cpu']:.1f}x CPU time (same best "
           f"neighbour: {r['same_neighbours']:.4f})",
           flush=True)
+    if "torch_corrcoef_s" in r:
+      print(f"    vs torch.corrcoef on the GPU: {r['torch_corrcoef_s']:.3f}s -> speed-up "
+            f"{r['speedup_vs_torch']:.1f}x (same best neighbour: "
+            f"{r['same_neighbours_torch']:.4f})", flush=True)
   if "3" in args.only:
     t, n = (262144, 4096) if args.full else (131072, 2048)
     res["sketch"] = r = bench_sketch(t, n, width=2048 if not args.full else 4096,

@@ -77,3 +77,31 @@ def test_sketch_lists_exact_among_rescored(margin):
   np.testing.assert_allclose(sk.b_to_a_r[same], exact.b_to_a_r[same], atol=1e-5)
   if margin is None:
     assert same.mean() >= 0.9
+
+
+def test_device_resident_path_matches_host_path(monkeypatch):
+  """jax-array inputs sketch and rescore on the device; same result as the host
+  path, with steps that do not divide T (loop plus remainder step)."""
+  import jax.numpy as jnp
+  from rosetta_jax.match import sketch as sk_mod
+  a, b = _sparse_pair(t=3001, n=90, planted=45, seed=5)
+  a[:, 7] = 1.5                                   # constant: excluded on both paths
+  cfg = SketchConfig(width=256, candidates=4, chunk=1024, margin=None)
+  calls = []
+  real = sk_mod._rescore_device
+  monkeypatch.setattr(sk_mod, "_rescore_device",
+                      lambda *x, **kw: calls.append(1) or real(*x, **kw))
+  monkeypatch.setattr(sk_mod, "FOLD_UNITS", 512)
+  monkeypatch.setattr(sk_mod, "RESCORE_UNITS", 700)
+  host = match(a, b, k=2, sketch=cfg)
+  assert not calls                                # numpy inputs: host path
+  dev = match(jnp.asarray(a), jnp.asarray(b), k=2, sketch=cfg)
+  assert calls                                    # jax arrays: device path
+  np.testing.assert_array_equal(dev.a_to_b_idx, host.a_to_b_idx)
+  np.testing.assert_array_equal(dev.b_to_a_idx, host.b_to_a_idx)
+  np.testing.assert_allclose(dev.a_to_b_r, host.a_to_b_r, atol=1e-5)
+  np.testing.assert_array_equal(dev.excluded_a, [7])
+  exact = match(a, b, k=2)
+  same = dev.a_to_b_idx == exact.a_to_b_idx
+  assert same[:45, 0].all() and not (dev.b_to_a_idx == 7).any()
+  np.testing.assert_allclose(dev.a_to_b_r[same], exact.a_to_b_r[same], atol=1e-5)

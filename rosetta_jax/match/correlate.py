@@ -106,6 +106,19 @@ def _standardise(x, mu, s, unit0, num_units, compute_dtype):
   return z.astype(compute_dtype)
 
 
+def gram_dot(za, zb):
+  """za^T zb with float32 accumulation, at full float32 precision.
+
+  ``Precision.HIGHEST`` matters on accelerators only: there a float32 dot at the
+  default precision runs on TF32 (GPU) or bfloat16 passes (TPU) tensor units,
+  whose ~1e-3 relative error would break the matcher's 1e-5 exactness. bfloat16
+  operands are exact in any mode, so they keep the default (fast) path.
+  """
+  precision = lax.Precision.HIGHEST if za.dtype == jnp.float32 else None
+  return lax.dot_general(za, zb, (((0,), (0,)), ((), ())), precision=precision,
+                         preferred_element_type=jnp.float32)
+
+
 def _merge_topk(vals, idx, new_vals, offset, k):
   """Merges a running top-k [n, k] with candidates [n, m] whose neuron ids are
   ``offset + column`` (all higher than the running ids). Ids are recovered from the
@@ -154,8 +167,7 @@ def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
       xb = lax.dynamic_slice(b, (c * tc, j * bb), (tc, bb))
       za = _standardise(xa, ma, sa, unit_off + c * tc, num_units, compute_dtype)
       zb = _standardise(xb, mb, sb, unit_off + c * tc, num_units, compute_dtype)
-      return g + lax.dot_general(za, zb, (((0,), (0,)), ((), ())),
-                                 preferred_element_type=jnp.float32)
+      return g + gram_dot(za, zb)
 
     g = lax.fori_loop(0, n_chunks, chunk, jnp.zeros((ba, bb), jnp.float32))
     return _masked_block(lax.psum(g, "data"), sa, sb)

@@ -29,6 +29,13 @@ N / (100 * (1 + 2 P / N + sketch pass)) there, i.e. it grows linearly with the
 neuron count (see docs/matcher.md for measured figures); on accelerators, where
 gathers run at memory bandwidth, the constant is far smaller.
 
+Where it runs: with numpy inputs or activation sources, the sketch and the
+rescoring stream unit chunks from the host (the fast route on a CPU). With both
+inputs jax arrays on one device (``jnp.asarray`` them on a GPU), the fold and
+the rescoring run on that device over the resident arrays (``_fold_device``,
+``_rescore_device``): memory-bound passes that on a GPU run near its memory
+bandwidth, with no host copy of the activations.
+
 The result is exact (same neighbours, same r as ``match``, to float32 rounding of
 sums in a different order) for every neuron whose true top-k is among its
 rescored pairs; ``benchmarks/bench_match.py`` measures the recall of exact mutual
@@ -72,11 +79,14 @@ class SketchConfig:
   margin: float | None = 0.1
 
 
+@functools.lru_cache(maxsize=8)
 def bucket_plan(num_units: int, width: int, seed: int):
   """Gather order and signs of the balanced CountSketch.
 
+  Cached (the same plan serves both sides and repeated calls).
+
   Returns:
-    (gather [Tp], sign [Tp] float32), Tp = num_units rounded up to ``width``:
+    (gather [Tp], sign [Tp] float32, read-only), Tp = num_units rounded up to ``width``:
     bucket b of group g holds unit gather[g * width + b] with sign sign[...];
     padded units have sign 0.
   """
@@ -86,6 +96,7 @@ def bucket_plan(num_units: int, width: int, seed: int):
   gather = (perm + np.arange(groups)[:, None] * width).reshape(-1)
   sign = rng.choice(np.array([-1.0, 1.0], np.float32), size=groups * width)
   sign[gather >= num_units] = 0.0
+  gather.flags.writeable = sign.flags.writeable = False     # cached: shared by callers
   return gather, sign
 
 
@@ -210,6 +221,73 @@ def _sketch(src_a, src_b, t, w, tc, seed):
   return sk_a, sk_b, s1
 
 
+FOLD_UNITS = 65536    # units per step of the device fold (bounds its temporaries)
+RESCORE_UNITS = 8192  # units per step of the device rescoring
+
+
+@functools.partial(jax.jit, static_argnames=("width", "step"))
+def _fold_device(x, gather, sign, *, width, step):
+  """S x [width, N] of a device array x [T, N], on the device.
+
+  ``gather``/``sign`` come from ``bucket_plan`` padded to a multiple of ``step``
+  (itself a multiple of ``width``); indices past T are clipped and carry sign 0,
+  so x is never padded or copied. Each step gathers ``step`` rows, flips their
+  signs and sums groups: one memory-bound pass over x.
+  """
+  n = x.shape[1]
+
+  def body(i, acc):
+    g = lax.dynamic_slice_in_dim(gather, i * step, step)
+    sg = lax.dynamic_slice_in_dim(sign, i * step, step)
+    y = jnp.take(x, g, axis=0, mode="clip") * sg[:, None]
+    return acc + y.reshape(-1, width, n).sum(axis=0)
+
+  return lax.fori_loop(0, gather.shape[0] // step, body, jnp.zeros((width, n), jnp.float32))
+
+
+def _rescore_terms(xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b):
+  """sum over the units of xa, xb of centred products: dense slots [Na, k] and pairs [P]."""
+  za = xa.astype(jnp.float32) - mu_a
+  yb = xb.astype(jnp.float32)
+  dense = jnp.stack([jnp.sum(za * (jnp.take(yb, cand_a[:, s], axis=1) - mu_b[cand_a[:, s]]),
+                             axis=0) for s in range(cand_a.shape[1])], axis=1)
+  pairs = jnp.sum(jnp.take(za, pair_a, axis=1) * (jnp.take(yb, pair_b, axis=1) - mu_b[pair_b]),
+                  axis=0)
+  return dense, pairs
+
+
+@functools.partial(jax.jit, static_argnames=("step",))
+def _rescore_device(xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b, *, step):
+  """Exact centred products of every candidate pair over all units of device arrays.
+
+  Walks the units in steps of ``step`` (a static remainder step at the end, so no
+  unit is counted twice and nothing is padded); on a GPU each step's gathers fuse
+  into the column reductions, a memory-bound pass over A and the gathered B.
+  """
+  t = xa.shape[0]
+  full = t // step
+
+  def body(c, accs):
+    d, p = _rescore_terms(lax.dynamic_slice_in_dim(xa, c * step, step),
+                          lax.dynamic_slice_in_dim(xb, c * step, step),
+                          mu_a, mu_b, cand_a, pair_a, pair_b)
+    return accs[0] + d, accs[1] + p
+
+  init = (jnp.zeros(cand_a.shape, jnp.float32), jnp.zeros(pair_a.shape, jnp.float32))
+  dense, pairs = lax.fori_loop(0, full, body, init)
+  if t > full * step:
+    d, p = _rescore_terms(xa[full * step:], xb[full * step:], mu_a, mu_b, cand_a,
+                          pair_a, pair_b)
+    dense, pairs = dense + d, pairs + p
+  return dense, pairs
+
+
+def _device_resident(a, b) -> bool:
+  """Both inputs are jax arrays on one device: sketch and rescore there."""
+  return (isinstance(a, jax.Array) and isinstance(b, jax.Array)
+          and len(a.devices()) == 1 and a.devices() == b.devices())
+
+
 def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
                    names=("a", "b"), mesh=None, moments_a=None, moments_b=None,
                    **kernel_kw) -> cor.MatchResult:
@@ -234,14 +312,26 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
   t, na, nb = src_a.num_units, src_a.num_neurons, src_b.num_neurons
   mu_a, s_a, excl_a = cor.scales(ma)
   mu_b, s_b, excl_b = cor.scales(mb)
-  sk_a, sk_b, s1 = _sketch(src_a, src_b, t, w, tc, sketch.seed)
-  y_a = (sk_a - s1[:, None] * mu_a) * s_a                            # S Z_a
-  y_b = (sk_b - s1[:, None] * mu_b) * s_b
+  on_device = _device_resident(a, b)
+  if on_device:
+    step = max(1, FOLD_UNITS // w) * w
+    gather, sign = bucket_plan(t, w, sketch.seed)
+    tail = -len(gather) % step
+    gather = np.concatenate([gather, np.full(tail, t - 1, gather.dtype)]).astype(np.int32)
+    sign = np.concatenate([sign, np.zeros(tail, np.float32)])
+    g_d, s_d = jnp.asarray(gather), jnp.asarray(sign)
+    s1 = jnp.asarray(sign.reshape(-1, w).sum(axis=0))[:, None]
+    # S Z, kept on the device (the candidate search reads it there).
+    y_a = (_fold_device(a, g_d, s_d, width=w, step=step) - s1 * mu_a) * s_a
+    y_b = (_fold_device(b, g_d, s_d, width=w, step=step) - s1 * mu_b) * s_b
+  else:
+    sk_a, sk_b, s1 = _sketch(src_a, src_b, t, w, tc, sketch.seed)
+    y_a = ((sk_a - s1[:, None] * mu_a) * s_a).astype(np.float32)      # S Z_a
+    y_b = ((sk_b - s1[:, None] * mu_b) * s_b).astype(np.float32)
   # Candidates: the exact kernel on the sketch (excluded neurons are all-zero
   # columns there, hence constant, hence excluded again).
   c = min(sketch.candidates, max(na, nb))
-  cand = match(y_a.astype(np.float32), y_b.astype(np.float32), k=c, mesh=mesh,
-               names=names, **kernel_kw)
+  cand = match(y_a, y_b, k=c, mesh=mesh, names=names, **kernel_kw)
   cand_a, cand_b = cand.a_to_b_idx, cand.b_to_a_idx
   dense = cand_a[:, :k]                 # A's first k candidates: one gather per slot
   res_i, res_j = _extra_pairs(cand_a, cand.a_to_b_r, cand_b, cand.b_to_a_r, k,
@@ -252,18 +342,21 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
   pair_b = np.zeros(pad, np.int32)
   pair_a[:n_res], pair_b[:n_res] = res_i, res_j
   # Pass 2: exact centred products of every candidate pair; r = sum * s_a * s_b.
-  acc_a = jnp.zeros(dense.shape, jnp.float32)
-  acc_p = jnp.zeros((pad,), jnp.float32)
   ca = jnp.asarray(np.maximum(dense, 0))
   args = [jnp.asarray(v) for v in (mu_a, mu_b)]
   pa, pb = jnp.asarray(pair_a), jnp.asarray(pair_b)
-  sub = _sub_chunk(tc)
-  for u0 in range(0, t, tc):
-    u1 = min(u0 + tc, t)
-    xa = cor.pad_to(np.asarray(src_a.read(u0, u1)), (tc, na))
-    xb = cor.pad_to(np.asarray(src_b.read(u0, u1)), (tc, nb))
-    acc_a, acc_p = _rescore_chunk(acc_a, acc_p, xa, xb, *args, ca, pa, pb,
-                                  np.int32(u1 - u0), sub=sub)
+  if on_device:
+    acc_a, acc_p = _rescore_device(a, b, *args, ca, pa, pb, step=RESCORE_UNITS)
+  else:
+    acc_a = jnp.zeros(dense.shape, jnp.float32)
+    acc_p = jnp.zeros((pad,), jnp.float32)
+    sub = _sub_chunk(tc)
+    for u0 in range(0, t, tc):
+      u1 = min(u0 + tc, t)
+      xa = cor.pad_to(np.asarray(src_a.read(u0, u1)), (tc, na))
+      xb = cor.pad_to(np.asarray(src_b.read(u0, u1)), (tc, nb))
+      acc_a, acc_p = _rescore_chunk(acc_a, acc_p, xa, xb, *args, ca, pa, pb,
+                                    np.int32(u1 - u0), sub=sub)
   # Every rescored pair, with its exact r; then each neuron's top-k among its pairs.
   ia = np.concatenate([np.repeat(np.arange(na), k), res_i]).astype(np.int64)
   jb = np.concatenate([dense.reshape(-1), res_j]).astype(np.int64)

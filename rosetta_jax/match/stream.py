@@ -32,8 +32,7 @@ def _step_body(g, xa, xb, mu_a, s_a, mu_b, s_b, unit0, num_units, *, compute_dty
   u0 = unit0 + lax.axis_index("data") * tc
   za = cor._standardise(xa, mu_a, s_a, u0, num_units, compute_dtype)
   zb = cor._standardise(xb, mu_b, s_b, u0, num_units, compute_dtype)
-  return g + lax.dot_general(za, zb, (((0,), (0,)), ((), ())),
-                             preferred_element_type=jnp.float32)[None]
+  return g + cor.gram_dot(za, zb)[None]
 
 
 def _merge_body(g, cols_v, cols_i, s_a, s_b, a0, *, k):
