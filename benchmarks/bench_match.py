@@ -202,6 +202,7 @@ def bench_sketch(t, n, width, candidates, repeats):
              repeats)
   ex = match(a, b, moments_a=ma, moments_b=mb)
   sk = match(a, b, moments_a=ma, moments_b=mb, sketch=cfg)
+  phases = sketch_phases(lambda: match(a, b, moments_a=ma, moments_b=mb, sketch=cfg))
   ea, eb, er = mutual_pairs(ex)
   sa, sb, sr = mutual_pairs(sk)
   exact = {(i, j): r for i, j, r in zip(ea.tolist(), eb.tolist(), er.tolist())}
@@ -220,7 +221,42 @@ def bench_sketch(t, n, width, candidates, repeats):
               recall=recovered / max(1, len(exact)), false_pairs=false,
               a_top1_agree=float((sk.a_to_b_idx[:, 0] == ex.a_to_b_idx[:, 0]).mean()),
               planted_found_exact=len(planted & set(exact)), planted=len(planted),
-              flop_ratio=flops_exact / flops_sketch)
+              flop_ratio=flops_exact / flops_sketch, phases_s=phases)
+
+
+def sketch_phases(call):
+  """Wall seconds of each phase of one sketch-and-rescore call (device work
+  synchronised at each phase's end), by wrapping the phase functions."""
+  import jax
+  from rosetta_jax.match import sketch as sk_mod
+  spent = {}
+
+  def wrap(name):
+    fn = getattr(sk_mod, name)
+
+    def timed_fn(*args, **kw):
+      t0 = time.perf_counter()
+      out = jax.block_until_ready(fn(*args, **kw))
+      spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+      if name == "_extra_pairs":
+        spent["residual_pairs"] = len(out[0])
+      return out
+    return fn, timed_fn
+
+  names = ("_sketch", "_fold_device", "match", "_extra_pairs", "_rescore_device",
+           "_rescore_chunk", "_topk_pairs")
+  saved = {}
+  for name in names:
+    saved[name], wrapped = wrap(name)
+    setattr(sk_mod, name, wrapped)
+  t0 = time.perf_counter()
+  try:
+    call()
+  finally:
+    for name, fn in saved.items():
+      setattr(sk_mod, name, fn)
+  spent["total"] = time.perf_counter() - t0
+  return spent
 
 
 def _memory_child(mode, t, n):
@@ -337,6 +373,8 @@ def main():
           f"{r['speedup_cpu']:.1f}x CPU time (flop ratio {r['flop_ratio']:.1f}x); recall {r['recovered']}/{r['exact_mutual_pairs']}"
           f" = {r['recall']:.4f}, false pairs {r['false_pairs']}, planted found exactly "
           f"{r['planted_found_exact']}/{r['planted']}", flush=True)
+    print("    sketch phases (s): " + ", ".join(f"{k} {v:.4g}" for k, v in r["phases_s"].items()),
+          flush=True)
   if "4" in args.only:
     res["memory"] = r = bench_memory(512, 32768)
     print(f"(4) memory N=32768 T=512: full matrix {r['full_matrix_bytes'] / 2**30:.2f} GiB; "

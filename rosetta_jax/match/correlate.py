@@ -129,6 +129,29 @@ def _merge_topk(vals, idx, new_vals, offset, k):
   return top_v, jnp.where(pos < k, old, offset + pos - k).astype(jnp.int32)
 
 
+def merge_topk_cols(vals, idx, block, offset, k):
+  """Merges running top-k lists of n columns, vals/idx [n, k], with a block
+  [m, n] of new candidates whose ids are ``offset + row``.
+
+  Reduces along axis 0 (k rounds of max/argmax), so the block is never
+  transposed: on a GPU, ``lax.top_k`` of a transposed [ba, bb] Gram block
+  returned wrong columns for blocks of 2048 neurons (see BUILD_NOTES, Matcher on
+  a GPU). ``argmax`` returns the first maximum, and the running list (lower ids)
+  comes first, so ties still go to the lowest neuron index.
+  """
+  cand = jnp.concatenate([vals.T, block], axis=0)          # [k + m, n]
+  rows = jnp.arange(cand.shape[0], dtype=jnp.int32)[:, None]
+  top_v, pos = [], []
+  for _ in range(k):
+    p = jnp.argmax(cand, axis=0).astype(jnp.int32)
+    top_v.append(jnp.take_along_axis(cand, p[None, :], axis=0)[0])
+    pos.append(p)
+    cand = jnp.where(rows == p[None, :], NEG_INF, cand)
+  top_v, pos = jnp.stack(top_v, axis=1), jnp.stack(pos, axis=1)
+  old = jnp.take_along_axis(idx, jnp.minimum(pos, k - 1), axis=1)
+  return top_v, jnp.where(pos < k, old, offset + pos - k).astype(jnp.int32)
+
+
 def _masked_block(g, s_a_blk, s_b_blk):
   """Pearson block: clipped to [-1, 1], -inf where either neuron is invalid."""
   ok = (s_a_blk > 0)[:, None] & (s_b_blk > 0)[None, :]
@@ -182,7 +205,7 @@ def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
       rv, ri = _merge_topk(rv, ri, g, (j * bb).astype(jnp.int32), k)
       bcv = lax.dynamic_slice(cv, (j * bb, 0), (bb, k))
       bci = lax.dynamic_slice(ci, (j * bb, 0), (bb, k))
-      bcv, bci = _merge_topk(bcv, bci, g.T, a0, k)
+      bcv, bci = merge_topk_cols(bcv, bci, g, a0, k)
       cv = lax.dynamic_update_slice(cv, bcv, (j * bb, 0))
       ci = lax.dynamic_update_slice(ci, bci, (j * bb, 0))
       return rv, ri, cv, ci

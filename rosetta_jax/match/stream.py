@@ -41,7 +41,7 @@ def _merge_body(g, cols_v, cols_i, s_a, s_b, a0, *, k):
   blk = cor._masked_block(lax.psum(g[0], "data"), s_a, s_b)   # [pa_l, nb]
   rv, ri = lax.top_k(blk, k)
   first = (a0 + lax.axis_index("model") * pa_l).astype(jnp.int32)
-  cv, ci = cor._merge_topk(cols_v, cols_i, blk.T, first, k)
+  cv, ci = cor.merge_topk_cols(cols_v, cols_i, blk, first, k)
   return rv, ri.astype(jnp.int32), cv, ci
 
 
