@@ -189,6 +189,7 @@ def sparse_models(t, n, planted_frac=0.5, seed=0):
 def bench_sketch(t, n, width, candidates, repeats):
   from rosetta_jax.match import Moments, SketchConfig, match, mutual_pairs
   a, b, planted = sparse_models(t, n)
+  host_a, host_b = a, b
   if accelerator():
     # On an accelerator both routes get device-resident arrays (as a notebook
     # would hold them): the exact kernel reads them in place and the sketch
@@ -211,6 +212,12 @@ def bench_sketch(t, n, width, candidates, repeats):
   # r are float32 sums over T units in different orders).
   recovered = sum(1 for p, r in exact.items() if p in got and abs(got[p] - r) <= 1e-5)
   false = sum(1 for p in got if p not in exact)
+  # Float64 truth for the exact mutual pairs: how far each route's r is from it.
+  pairs = list(exact)
+  r64 = pair_r64(host_a, host_b, [p[0] for p in pairs], [p[1] for p in pairs])
+  err_exact = np.abs(np.array([exact[p] for p in pairs]) - r64)
+  err_sketch = np.array([abs(got[p] - v) for p, v in zip(pairs, r64) if p in got])
+  recovered64 = int(sum(1 for p, v in zip(pairs, r64) if p in got and abs(got[p] - v) <= 1e-5))
   flops_exact = 2.0 * t * n * n
   flops_sketch = 2.0 * width * n * n + 2.0 * t * n * candidates   # candidates: upper bound
   (w_e, c_e), (w_s, c_s) = tm["exact"], tm["sketch"]
@@ -221,7 +228,22 @@ def bench_sketch(t, n, width, candidates, repeats):
               recall=recovered / max(1, len(exact)), false_pairs=false,
               a_top1_agree=float((sk.a_to_b_idx[:, 0] == ex.a_to_b_idx[:, 0]).mean()),
               planted_found_exact=len(planted & set(exact)), planted=len(planted),
-              flop_ratio=flops_exact / flops_sketch, phases_s=phases)
+              flop_ratio=flops_exact / flops_sketch, phases_s=phases,
+              exact_max_err_vs_f64=float(err_exact.max(initial=0.0)),
+              sketch_max_err_vs_f64=float(err_sketch.max(initial=0.0)),
+              recovered_vs_f64=recovered64)
+
+
+def pair_r64(a, b, ia, jb, batch=256):
+  """Float64 Pearson r of column pairs (a[:, ia[p]], b[:, jb[p]]) of host arrays."""
+  out = np.empty(len(ia))
+  for s in range(0, len(ia), batch):
+    xa = a[:, ia[s:s + batch]].astype(np.float64)
+    xb = b[:, jb[s:s + batch]].astype(np.float64)
+    xa -= xa.mean(axis=0)
+    xb -= xb.mean(axis=0)
+    out[s:s + batch] = (xa * xb).sum(0) / np.sqrt((xa * xa).sum(0) * (xb * xb).sum(0))
+  return out
 
 
 def sketch_phases(call):
@@ -373,6 +395,9 @@ def main():
           f"{r['speedup_cpu']:.1f}x CPU time (flop ratio {r['flop_ratio']:.1f}x); recall {r['recovered']}/{r['exact_mutual_pairs']}"
           f" = {r['recall']:.4f}, false pairs {r['false_pairs']}, planted found exactly "
           f"{r['planted_found_exact']}/{r['planted']}", flush=True)
+    print(f"    vs float64 r of the exact mutual pairs: max |r - r64| exact "
+          f"{r['exact_max_err_vs_f64']:.2e}, sketch {r['sketch_max_err_vs_f64']:.2e}; sketch "
+          f"pairs within 1e-5 of r64: {r['recovered_vs_f64']}/{r['exact_mutual_pairs']}", flush=True)
     print("    sketch phases (s): " + ", ".join(f"{k} {v:.4g}" for k, v in r["phases_s"].items()),
           flush=True)
   if "4" in args.only:

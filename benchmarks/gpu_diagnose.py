@@ -93,7 +93,35 @@ def sweep(t=16384, n=4096, repeats=5):
           f"{t_mm * 1e3:.2f} ms -> roofline {t_mm / t_k:.2f}", flush=True)
 
 
+def accuracy(t=262144, n=1024, chunks=(256, 1024, 2048, 8192)):
+  """(d) the exact kernel's r against float64 over sparse ReLU activations (the
+  benchmark's), by unit chunk size: large T and mostly-zero columns are where
+  float32 Gram sums lose digits."""
+  import os
+  import sys
+  sys.path.insert(0, os.path.dirname(__file__))
+  from bench_match import pair_r64, sparse_models
+  ha, hb, _ = sparse_models(t, n)
+  a, b = jnp.asarray(ha), jnp.asarray(hb)
+  ma, mb = Moments.from_device(a), Moments.from_device(b)
+  for tc in chunks:
+    res = match(a, b, moments_a=ma, moments_b=mb, chunk=tc)
+    ok = res.a_to_b_idx[:, 0] >= 0
+    ia = np.flatnonzero(ok)
+    r64 = pair_r64(ha, hb, ia, res.a_to_b_idx[ok, 0])
+    err = np.abs(res.a_to_b_r[ok, 0] - r64)
+    t0 = time.perf_counter()
+    match(a, b, moments_a=ma, moments_b=mb, chunk=tc)
+    print(f"(d) T={t} N={n} chunk={tc}: max |r - r64| {err.max():.2e}, median "
+          f"{np.median(err):.1e}, > 1e-5: {(err > 1e-5).mean():.4f} ({time.perf_counter() - t0:.3f} s)",
+          flush=True)
+
+
 if __name__ == "__main__":
+  import sys
+  if sys.argv[1:] == ["accuracy"]:
+    accuracy()
+    sys.exit()
   print(jax.devices()[0].device_kind, flush=True)
   for k in (1, 3):
     check_column_merge(k=k)
