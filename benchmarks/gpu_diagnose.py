@@ -117,10 +117,38 @@ def accuracy(t=262144, n=1024, chunks=(256, 1024, 2048, 8192)):
           flush=True)
 
 
+def rescore(t=262144, n=4096, repeats=5):
+  """(e) the device rescoring pass alone: by step size and pair count."""
+  from rosetta_jax.match import sketch as sk
+  ka, kb = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(ka, (t, n), jnp.float32)
+  b = jax.random.normal(kb, (t, n), jnp.float32)
+  mu = jnp.zeros(n, jnp.float32)
+  rng = np.random.default_rng(0)
+  cand = jnp.asarray(rng.integers(0, n, (n, 1)), jnp.int32)
+  for p in (512, 5120):
+    pa = jnp.asarray(np.sort(rng.integers(0, n, p)), jnp.int32)
+    pb = jnp.asarray(rng.integers(0, n, p), jnp.int32)
+    for step in (2048, 8192, 32768):
+      f = lambda: jax.block_until_ready(sk._rescore_device(a, b, mu, mu, cand, pa, pb, step=step))
+      f()
+      ts = []
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+      gb = (2 * t * n + 2 * t * p) * 4 / 1e9
+      print(f"(e) rescore T={t} N={n} pairs={p} step={step}: {np.median(ts) * 1e3:.2f} ms "
+            f"({gb / np.median(ts):.0f} GB/s of unavoidable reads)", flush=True)
+
+
 if __name__ == "__main__":
   import sys
   if sys.argv[1:] == ["accuracy"]:
     accuracy()
+    sys.exit()
+  if sys.argv[1:] == ["rescore"]:
+    rescore()
     sys.exit()
   print(jax.devices()[0].device_kind, flush=True)
   for k in (1, 3):
