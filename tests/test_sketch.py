@@ -105,3 +105,16 @@ def test_device_resident_path_matches_host_path(monkeypatch):
   same = dev.a_to_b_idx == exact.a_to_b_idx
   assert same[:45, 0].all() and not (dev.b_to_a_idx == 7).any()
   np.testing.assert_allclose(dev.a_to_b_r[same], exact.a_to_b_r[same], atol=1e-5)
+
+
+def test_device_path_with_fewer_units_than_a_step():
+  """T below the device rescoring step (no full step: only the remainder)."""
+  import jax.numpy as jnp
+  from rosetta_jax.match import sketch as sk_mod
+  a, b = _sparse_pair(t=1500, n=40, planted=20, seed=7)
+  assert a.shape[0] < sk_mod.RESCORE_UNITS
+  cfg = SketchConfig(width=128, candidates=3, margin=None)
+  dev = match(jnp.asarray(a), jnp.asarray(b), k=1, sketch=cfg)
+  host = match(a, b, k=1, sketch=cfg)
+  np.testing.assert_array_equal(dev.a_to_b_idx, host.a_to_b_idx)
+  np.testing.assert_allclose(dev.a_to_b_r, host.a_to_b_r, atol=1e-5)

@@ -280,7 +280,7 @@ def _rescore_device(xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b, *, step):
     return accs[0] + d, accs[1] + p
 
   init = (jnp.zeros(cand_a.shape, jnp.float32), jnp.zeros(pair_a.shape, jnp.float32))
-  dense, pairs = lax.fori_loop(0, full, body, init)
+  dense, pairs = lax.fori_loop(0, full, body, init) if full else init
   if t > full * step:
     d, p = _rescore_terms(xa[full * step:], xb[full * step:], mu_a, mu_b, cand_a,
                           pair_a, pair_b)
