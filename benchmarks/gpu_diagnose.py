@@ -142,8 +142,38 @@ def rescore(t=262144, n=4096, repeats=5):
             f"({gb / np.median(ts):.0f} GB/s of unavoidable reads)", flush=True)
 
 
+def roofline(repeats=5):
+  """(f) exact kernel vs the float32 matmul at the accelerator chunk, by block
+  size and unit count (fixed per-call costs amortise with T)."""
+  mm = jax.jit(lambda x, y: jnp.matmul(x.T, y, precision=HI))
+  for t in (16384, 65536):
+    ka, kb = jax.random.split(jax.random.key(t))
+    a = jax.random.normal(ka, (t, 4096), jnp.float32)
+    b = jax.random.normal(kb, (t, 4096), jnp.float32)
+    ma, mb = Moments.from_device(a), Moments.from_device(b)
+
+    def med(f):
+      f()
+      ts = []
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+      return float(np.median(ts))
+
+    t_mm = med(lambda: mm(a, b).block_until_ready())
+    for blk in (2048, 4096):
+      t_k = med(lambda: match(a, b, moments_a=ma, moments_b=mb, block_a=blk, block_b=blk,
+                              chunk=1024))
+      print(f"(f) T={t} N=4096 block={blk} chunk=1024: match {t_k * 1e3:.2f} ms vs matmul "
+            f"{t_mm * 1e3:.2f} ms -> roofline {t_mm / t_k:.2f}", flush=True)
+
+
 if __name__ == "__main__":
   import sys
+  if sys.argv[1:] == ["roofline"]:
+    roofline()
+    sys.exit()
   if sys.argv[1:] == ["accuracy"]:
     accuracy()
     sys.exit()
