@@ -169,3 +169,33 @@ def test_make_mesh_shapes_and_errors():
   assert dict(make_mesh(model=4).shape) == {"data": 2, "model": 4}
   with pytest.raises(ValueError, match="needs 16 devices"):
     make_mesh(data=16)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_merge_topk_cols_vs_numpy(k):
+  """The column merge (no transpose) keeps the k best per column, running list
+  first on ties, and ids offset + row for the block's entries."""
+  from rosetta_jax.match.correlate import merge_topk_cols
+  rng = np.random.default_rng(k)
+  m, n = 37, 11
+  block = rng.integers(0, 6, (m, n)).astype(np.float32) / 5    # many exact ties
+  block[:, 3] = -np.inf                                       # an all-invalid column
+  vals = np.sort(rng.integers(0, 6, (n, k)).astype(np.float32) / 5, axis=1)[:, ::-1].copy()
+  idx = np.tile(np.arange(k, dtype=np.int32), (n, 1))          # running ids 0..k-1
+  offset = 100
+  v, i = merge_topk_cols(vals, idx, block, offset, k)
+  v, i = np.asarray(v), np.asarray(i)
+  for c in range(n):
+    cand = np.concatenate([vals[c], block[:, c]])
+    ids = np.concatenate([idx[c], offset + np.arange(m)])
+    order = np.argsort(-cand, kind="stable")[:k]              # stable: earlier wins ties
+    np.testing.assert_array_equal(v[c], cand[order])
+    finite = np.isfinite(cand[order])
+    np.testing.assert_array_equal(i[c][finite], ids[order][finite])
+
+
+def test_accelerator_defaults(monkeypatch):
+  from rosetta_jax.match import api
+  assert (api.default_chunk(), api.default_block()) == (api.DEFAULT_CHUNK, api.DEFAULT_BLOCK)
+  monkeypatch.setattr(api.jax, "default_backend", lambda: "gpu")
+  assert (api.default_chunk(), api.default_block()) == (api.ACCEL_CHUNK, api.ACCEL_BLOCK)
