@@ -23,6 +23,17 @@ from rosetta_jax.match import correlate as cor
 HI = jax.lax.Precision.HIGHEST
 
 
+def median_time(repeats, f):
+  """Median wall seconds of ``repeats`` calls of f after one warm-up call."""
+  f()
+  ts = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    f()
+    ts.append(time.perf_counter() - t0)
+  return float(np.median(ts))
+
+
 def check_column_merge(n=2048, k=1, seed=0):
   rng = np.random.default_rng(seed)
   g = rng.standard_normal((n, n), dtype=np.float32)
@@ -77,18 +88,9 @@ def sweep(t=16384, n=4096, repeats=5):
   ma, mb = Moments.from_device(a), Moments.from_device(b)
   mm = jax.jit(lambda x, y: jnp.matmul(x.T, y, precision=HI))
 
-  def med(f):
-    f()
-    ts = []
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      f()
-      ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
-
-  t_mm = med(lambda: mm(a, b).block_until_ready())
+  t_mm = median_time(repeats, lambda: mm(a, b).block_until_ready())
   for ba, tc in ((2048, 2048), (4096, 2048), (4096, 4096), (4096, 8192), (4096, 16384)):
-    t_k = med(lambda: match(a, b, moments_a=ma, moments_b=mb, block_a=ba, block_b=ba, chunk=tc))
+    t_k = median_time(repeats, lambda: match(a, b, moments_a=ma, moments_b=mb, block_a=ba, block_b=ba, chunk=tc))
     print(f"(c) T={t} N={n} block={ba} chunk={tc}: match {t_k * 1e3:.2f} ms vs matmul "
           f"{t_mm * 1e3:.2f} ms -> roofline {t_mm / t_k:.2f}", flush=True)
 
@@ -130,16 +132,11 @@ def rescore(t=262144, n=4096, repeats=5):
     pa = jnp.asarray(np.sort(rng.integers(0, n, p)), jnp.int32)
     pb = jnp.asarray(rng.integers(0, n, p), jnp.int32)
     for step in (2048, 8192, 32768):
-      f = lambda: jax.block_until_ready(sk._rescore_device(a, b, mu, mu, cand, pa, pb, step=step))
-      f()
-      ts = []
-      for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
+      secs = median_time(repeats, lambda: jax.block_until_ready(
+          sk._rescore_device(a, b, mu, mu, cand, pa, pb, step=step)))
       gb = (2 * t * n + 2 * t * p) * 4 / 1e9
-      print(f"(e) rescore T={t} N={n} pairs={p} step={step}: {np.median(ts) * 1e3:.2f} ms "
-            f"({gb / np.median(ts):.0f} GB/s of unavoidable reads)", flush=True)
+      print(f"(e) rescore T={t} N={n} pairs={p} step={step}: {secs * 1e3:.2f} ms "
+            f"({gb / secs:.0f} GB/s of unavoidable reads)", flush=True)
 
 
 def roofline(repeats=5):
@@ -152,18 +149,9 @@ def roofline(repeats=5):
     b = jax.random.normal(kb, (t, 4096), jnp.float32)
     ma, mb = Moments.from_device(a), Moments.from_device(b)
 
-    def med(f):
-      f()
-      ts = []
-      for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-      return float(np.median(ts))
-
-    t_mm = med(lambda: mm(a, b).block_until_ready())
+    t_mm = median_time(repeats, lambda: mm(a, b).block_until_ready())
     for blk in (2048, 4096):
-      t_k = med(lambda: match(a, b, moments_a=ma, moments_b=mb, block_a=blk, block_b=blk,
+      t_k = median_time(repeats, lambda: match(a, b, moments_a=ma, moments_b=mb, block_a=blk, block_b=blk,
                               chunk=1024))
       print(f"(f) T={t} N=4096 block={blk} chunk=1024: match {t_k * 1e3:.2f} ms vs matmul "
             f"{t_mm * 1e3:.2f} ms -> roofline {t_mm / t_k:.2f}", flush=True)
