@@ -91,6 +91,7 @@ def test_device_resident_path_matches_host_path(monkeypatch):
   real = sk_mod._rescore_device
   monkeypatch.setattr(sk_mod, "_rescore_device",
                       lambda *x, **kw: calls.append(1) or real(*x, **kw))
+  monkeypatch.setattr(sk_mod, "DEVICE_ROUTE_ON_CPU", True)
   monkeypatch.setattr(sk_mod, "FOLD_UNITS", 512)
   monkeypatch.setattr(sk_mod, "RESCORE_UNITS", 700)
   host = match(a, b, k=2, sketch=cfg)
@@ -107,10 +108,11 @@ def test_device_resident_path_matches_host_path(monkeypatch):
   np.testing.assert_allclose(dev.a_to_b_r[same], exact.a_to_b_r[same], atol=1e-5)
 
 
-def test_device_path_with_fewer_units_than_a_step():
+def test_device_path_with_fewer_units_than_a_step(monkeypatch):
   """T below the device rescoring step (no full step: only the remainder)."""
   import jax.numpy as jnp
   from rosetta_jax.match import sketch as sk_mod
+  monkeypatch.setattr(sk_mod, "DEVICE_ROUTE_ON_CPU", True)
   a, b = _sparse_pair(t=1500, n=40, planted=20, seed=7)
   assert a.shape[0] < sk_mod.RESCORE_UNITS
   cfg = SketchConfig(width=128, candidates=3, margin=None)
@@ -118,3 +120,12 @@ def test_device_path_with_fewer_units_than_a_step():
   host = match(a, b, k=1, sketch=cfg)
   np.testing.assert_array_equal(dev.a_to_b_idx, host.a_to_b_idx)
   np.testing.assert_allclose(dev.a_to_b_r, host.a_to_b_r, atol=1e-5)
+
+
+def test_jax_arrays_on_cpu_take_the_host_route(monkeypatch):
+  import jax.numpy as jnp
+  from rosetta_jax.match import sketch as sk_mod
+  monkeypatch.setattr(sk_mod, "_rescore_device", lambda *a, **k: pytest.fail("device route"))
+  a, b = _sparse_pair(t=1000, n=20, planted=10, seed=8)
+  res = match(jnp.asarray(a), jnp.asarray(b), k=1, sketch=SketchConfig(width=128, candidates=3))
+  assert (res.a_to_b_idx[:10, 0] == np.arange(10)).all()
