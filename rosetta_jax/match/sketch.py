@@ -26,15 +26,17 @@ Cost on a CPU: the sketch and the rescoring are gathers, memory-bound at
 matmul at ~100 GFLOP/s: one rescored pair-unit costs about as much as 100
 pair-units of the exact Gram. The speed-up over ``match`` is therefore about
 N / (100 * (1 + 2 P / N + sketch pass)) there, i.e. it grows linearly with the
-neuron count (see docs/matcher.md for measured figures); on accelerators, where
-gathers run at memory bandwidth, the constant is far smaller.
+neuron count (see docs/matcher.md for measured figures). On an H100 the exact
+kernel runs at ~50 TFLOP/s (float32, full precision) and the device route's
+passes at 0.3-0.7 TB/s: at T=262144, N=4096 the route took 65 ms against 209 ms
+exact (3.2x), the rescoring 34 ms of it.
 
 Where it runs: with numpy inputs or activation sources, the sketch and the
 rescoring stream unit chunks from the host (the fast route on a CPU). With both
 inputs jax arrays on one accelerator (``jnp.asarray`` them on a GPU), the fold and
 the rescoring run on that device over the resident arrays (``_fold_device``,
-``_rescore_device``): memory-bound passes that on a GPU run near its memory
-bandwidth, with no host copy of the activations.
+``_rescore_device``): memory-bound passes, with no host copy of the
+activations.
 
 The result is exact (same neighbours, same r as ``match``, to float32 rounding of
 sums in a different order) for every neuron whose true top-k is among its
