@@ -39,3 +39,16 @@ def test_real_30b_presets_and_depth_band():
     plan_match("no-such-model", 10, units=5)
   with pytest.raises(ValueError, match="layer counts"):
     plan_match(100, 100, units=5, depth_band=0.1)
+
+
+def test_compute_dtype_sets_the_default_rate():
+  from rosetta_jax.match.plan import DEVICE_FLOPS
+  f32 = plan_match("opt-30b", "opt-30b", units=10_000_000, devices=64)
+  bf16 = plan_match("opt-30b", "opt-30b", units=10_000_000, devices=64, compute_dtype="bfloat16")
+  assert f32.flops == bf16.flops
+  assert f32.seconds / bf16.seconds == pytest.approx(DEVICE_FLOPS["bfloat16"] / DEVICE_FLOPS["float32"])
+  assert 3 * 3600 < f32.seconds < 5 * 3600                  # full-precision float32 on 64 H100s
+  given = plan_match(1000, 1000, units=100, device_flops=1e9, device_bw=1e30)
+  assert given.seconds == pytest.approx(given.flops / 1e9)
+  with pytest.raises(ValueError, match="compute_dtype"):
+    plan_match(10, 10, units=5, compute_dtype="float16")

@@ -85,8 +85,17 @@ def band_fraction(layers_a: int, layers_b: int, width: float) -> float:
   return ok / (layers_a * layers_b)
 
 
+# Sustained Gram rate of one H100 by matmul operand dtype. float32: the exact
+# kernel measured at 0.80 of a full-precision float32 matmul (52 TFLOP/s) at
+# T=65536, N=4096 (BUILD_NOTES, Matcher on an H100). bfloat16: the workplace's
+# measured ~790 TFLOP/s bf16 matmul at the same 0.8 efficiency (an assumption:
+# the kernel's bfloat16 mode has not been timed on a GPU).
+DEVICE_FLOPS = {"float32": 0.80 * 52e12, "bfloat16": 0.80 * 790e12}
+
+
 def plan_match(preset_a, preset_b, units: int, devices: int = 1, *,
-               device_flops: float = 400e12, device_bw: float = 3.35e12,
+               compute_dtype: str = "float32", device_flops: float | None = None,
+               device_bw: float = 3.35e12,
                device_mem: float = 80e9, block_a: int = 2048, block_b: int = 2048,
                chunk: int = 2048, k: int = 1, input_bytes: int = 2,
                model_axis: int = 1, depth_band: float | None = None) -> MatchPlan:
@@ -97,8 +106,11 @@ def plan_match(preset_a, preset_b, units: int, devices: int = 1, *,
       configs with ``num_layers`` and ``neurons_per_layer``, or neuron counts.
     units: T, the number of units matched over.
     devices: devices in the mesh (data x model).
-    device_flops: sustained matmul flop/s of one device (default 400e12, an
-      H100's TF32-class dense rate; 2-core CPU here: ~2.5e11 measured).
+    compute_dtype: the kernel's matmul operands, "float32" (exact, the default)
+      or "bfloat16"; picks the default ``device_flops``.
+    device_flops: sustained Gram flop/s of one device (default: an H100's, from
+      ``DEVICE_FLOPS``: ~42e12 in float32, which runs at full precision, not
+      TF32; 2-core CPU here: ~2.5e11 measured).
     device_bw: bytes/s each device can read its inputs at.
     device_mem: bytes of memory per device.
     block_a, block_b, chunk: kernel block sizes.
@@ -110,6 +122,11 @@ def plan_match(preset_a, preset_b, units: int, devices: int = 1, *,
   Returns:
     A ``MatchPlan``; ``plan.summary()`` is a readable report.
   """
+  if device_flops is None:
+    if compute_dtype not in DEVICE_FLOPS:
+      raise ValueError(f"compute_dtype must be one of {sorted(DEVICE_FLOPS)}, got "
+                       f"{compute_dtype!r}")
+    device_flops = DEVICE_FLOPS[compute_dtype]
   na, la = _resolve(preset_a)
   nb, lb = _resolve(preset_b)
   if devices % model_axis:
