@@ -1,6 +1,10 @@
 """Accelerator checks of the exact kernel that the CPU test suite cannot make.
 
-  python benchmarks/gpu_diagnose.py
+  python benchmarks/gpu_diagnose.py              # (a)-(c)
+  python benchmarks/gpu_diagnose.py accuracy     # (d) r vs float64 by unit chunk
+  python benchmarks/gpu_diagnose.py rescore      # (e) the sketch's rescoring pass
+  python benchmarks/gpu_diagnose.py roofline     # (f) kernel vs matmul by block
+  python benchmarks/gpu_diagnose.py algorithms   # (g) tensor-core float32 emulation
 
 (a) column top-k merge: ``lax.top_k`` of a transposed Gram block (the kernel's
     former column merge) and ``merge_topk_cols`` vs NumPy, at the kernel's block
@@ -157,8 +161,53 @@ def roofline(repeats=5):
             f"{t_mm * 1e3:.2f} ms -> roofline {t_mm / t_k:.2f}", flush=True)
 
 
+ALGORITHMS = (None, "BF16_BF16_F32_X3", "BF16_BF16_F32_X6", "BF16_BF16_F32_X9",
+              "TF32_TF32_F32_X3")
+
+
+def algorithms(repeats=5, t=65536, n=4096, t_acc=262144, n_acc=1024):
+  """(g) the Gram dot's algorithm: the float32 matmul and ``match`` at each
+  ``lax.DotAlgorithmPreset`` (None: Precision.HIGHEST, the default), and the
+  exact route's r against float64 on sparse activations. Decides whether a
+  tensor-core float32 emulation can replace the SIMT float32 GEMM."""
+  import os
+  import sys
+  sys.path.insert(0, os.path.dirname(__file__))
+  from bench_match import pair_r64, sparse_models
+  ka, kb = jax.random.split(jax.random.key(1))
+  a = jax.random.normal(ka, (t, n), jnp.float32)
+  b = jax.random.normal(kb, (t, n), jnp.float32)
+  ma, mb = Moments.from_device(a), Moments.from_device(b)
+  ha, hb, _ = sparse_models(t_acc, n_acc)
+  sa, sb = jnp.asarray(ha), jnp.asarray(hb)
+  msa, msb = Moments.from_device(sa), Moments.from_device(sb)
+  for name in ALGORITHMS:
+    alg = HI if name is None else getattr(jax.lax.DotAlgorithmPreset, name)
+    try:
+      mm = jax.jit(lambda x, y: jax.lax.dot_general(
+          x, y, (((0,), (0,)), ((), ())), precision=alg, preferred_element_type=jnp.float32))
+      t_mm = median_time(repeats, lambda: mm(a, b).block_until_ready())
+      t_k = median_time(repeats, lambda: match(a, b, moments_a=ma, moments_b=mb,
+                                               precision=None if name is None else alg))
+      res = match(sa, sb, moments_a=msa, moments_b=msb, precision=None if name is None else alg)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f"(g) {name}: not available ({str(e).splitlines()[0][:100]})", flush=True)
+      continue
+    ok = res.a_to_b_idx[:, 0] >= 0
+    r64 = pair_r64(ha, hb, np.flatnonzero(ok), res.a_to_b_idx[ok, 0])
+    err = np.abs(res.a_to_b_r[ok, 0] - r64)
+    flops = 2.0 * t * n * n
+    print(f"(g) {name or 'HIGHEST'}: matmul {flops / t_mm / 1e12:.0f} TFLOP/s, match "
+          f"{t_k * 1e3:.1f} ms (T={t}, N={n}; {t_mm / t_k:.2f} of this matmul, "
+          f"{flops / t_k / 1e12:.0f} TFLOP/s); r vs float64 (T={t_acc}, N={n_acc} sparse): "
+          f"max {err.max():.1e}, > 1e-5: {(err > 1e-5).mean():.4f}", flush=True)
+
+
 if __name__ == "__main__":
   import sys
+  if sys.argv[1:] == ["algorithms"]:
+    algorithms()
+    sys.exit()
   if sys.argv[1:] == ["roofline"]:
     roofline()
     sys.exit()

@@ -199,3 +199,25 @@ def test_accelerator_defaults(monkeypatch):
   assert (api.default_chunk(), api.default_block()) == (api.DEFAULT_CHUNK, api.DEFAULT_BLOCK)
   monkeypatch.setattr(api.jax, "default_backend", lambda: "gpu")
   assert (api.default_chunk(), api.default_block()) == (api.ACCEL_CHUNK, api.ACCEL_BLOCK)
+
+
+def test_precision_reaches_every_gram_dot(monkeypatch):
+  """``precision`` is passed to the Gram dots of the in-memory, streaming and
+  sketch routes; None means full float32 (Precision.HIGHEST) there."""
+  from jax import lax
+  from rosetta_jax.match import SketchConfig, correlate
+  seen = []
+  real = correlate.gram_dot
+  monkeypatch.setattr(correlate, "gram_dot", lambda za, zb, p=None: seen.append(p) or real(za, zb, p))
+  a, b = _data(300, 20, 24, seed=11)
+  alg = lax.DotAlgorithmPreset.F32_F32_F32
+  ref = match(a, b, k=1)
+  assert seen and seen[-1] is None
+  for src in ((a, b), (_Source(a), _Source(b))):
+    seen.clear()
+    res = match(*src, k=1, precision=alg, chunk=64)
+    assert seen and all(p == alg for p in seen)
+    np.testing.assert_array_equal(res.a_to_b_idx, ref.a_to_b_idx)
+  seen.clear()
+  match(a, b, k=1, precision=alg, sketch=SketchConfig(width=64, candidates=3))
+  assert seen and all(p == alg for p in seen)

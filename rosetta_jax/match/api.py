@@ -71,7 +71,7 @@ def prepare(a, b, *, names=("a", "b"), moments_a=None, moments_b=None,
 
 
 def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None = None,
-          chunk: int | None = None, mesh=None, compute_dtype=jnp.float32,
+          chunk: int | None = None, mesh=None, compute_dtype=jnp.float32, precision=None,
           names=("a", "b"), moments_a: Moments | None = None,
           moments_b: Moments | None = None, sketch=None,
           progress: bool = False) -> cor.MatchResult:
@@ -90,6 +90,9 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
       one device.
     compute_dtype: jnp.float32 (default) or jnp.bfloat16 for the matmul operands;
       accumulation is always float32.
+    precision: the Gram dots' ``lax.Precision`` or ``lax.DotAlgorithmPreset``;
+      None (default): full float32 precision (``Precision.HIGHEST``), which the
+      1e-5 exactness needs on accelerators.
     names: site names used in error messages.
     moments_a, moments_b: precomputed ``Moments`` (saves a pass over the data).
     sketch: a ``SketchConfig`` to use sketch-and-rescore (see ``sketch.py``).
@@ -108,8 +111,11 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
     raise ValueError(f"k must be >= 1, got {k}")
   if sketch is not None:
     from rosetta_jax.match.sketch import match_sketched
+    # The candidate search on the sketch runs this kernel with these settings.
     return match_sketched(a, b, k, sketch=sketch, names=names, mesh=mesh,
-                          moments_a=moments_a, moments_b=moments_b)
+                          moments_a=moments_a, moments_b=moments_b, block_a=block_a,
+                          block_b=block_b, chunk=chunk, compute_dtype=compute_dtype,
+                          precision=precision)
   in_memory = _is_array(a) and _is_array(b)
   if in_memory and mesh is None:
     # One host-to-device copy, shared by the moments and the kernel (numpy inputs
@@ -122,14 +128,15 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
     from rosetta_jax.match.stream import match_stream
     return match_stream(src_a, src_b, ma, mb, k, block_a=block_a or DEFAULT_BLOCK,
                         block_b=block_b, chunk=chunk or default_chunk(), mesh=mesh,
-                        compute_dtype=compute_dtype,
+                        compute_dtype=compute_dtype, precision=precision,
                         desc=f"match {names[0]} ~ {names[1]}" if progress else None)
   return _match_arrays(a, b, ma, mb, k, block_a=block_a or default_block(),
                        block_b=block_b or default_block(), chunk=chunk or default_chunk(),
-                       mesh=mesh, compute_dtype=compute_dtype)
+                       mesh=mesh, compute_dtype=compute_dtype, precision=precision)
 
 
-def _match_arrays(a, b, ma, mb, k, *, block_a, block_b, chunk, mesh, compute_dtype):
+def _match_arrays(a, b, ma, mb, k, *, block_a, block_b, chunk, mesh, compute_dtype,
+                  precision=None):
   t, na = a.shape
   nb = b.shape[1]
   nd, nm = shd.axis_size(mesh, "data"), shd.axis_size(mesh, "model")
@@ -144,7 +151,8 @@ def _match_arrays(a, b, ma, mb, k, *, block_a, block_b, chunk, mesh, compute_dty
           put(cor.pad_to(mu_a, (nap,)), shd.NEURONS_A), put(cor.pad_to(s_a, (nap,)), shd.NEURONS_A),
           put(cor.pad_to(mu_b, (nbp,)), shd.NEURONS_B), put(cor.pad_to(s_b, (nbp,)), shd.NEURONS_B))
   ar, ai, br, bi = cor.correlate_topk(*args, mesh=mesh, k=k, ba=ba, bb=bb, tc=tc,
-                                      num_units=t, compute_dtype=compute_dtype)
+                                      num_units=t, compute_dtype=compute_dtype,
+                                      precision=precision)
   a_idx, a_r = cor.finalize(ar, ai, na)
   b_idx, b_r = cor.finalize(br, bi, nb)
   return cor.MatchResult(a_idx, a_r, b_idx, b_r, excl_a, excl_b, int(t))

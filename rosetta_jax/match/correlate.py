@@ -106,15 +106,19 @@ def _standardise(x, mu, s, unit0, num_units, compute_dtype):
   return z.astype(compute_dtype)
 
 
-def gram_dot(za, zb):
-  """za^T zb with float32 accumulation, at full float32 precision.
+def gram_dot(za, zb, precision=None):
+  """za^T zb with float32 accumulation, at full float32 precision by default.
 
   ``Precision.HIGHEST`` matters on accelerators only: there a float32 dot at the
   default precision runs on TF32 (GPU) or bfloat16 passes (TPU) tensor units,
   whose ~1e-3 relative error would break the matcher's 1e-5 exactness. bfloat16
   operands are exact in any mode, so they keep the default (fast) path.
+  ``precision`` overrides this: a ``lax.Precision`` or a ``lax.DotAlgorithmPreset``
+  such as ``BF16_BF16_F32_X6`` (float32-class accuracy from six bfloat16
+  tensor-core passes on a GPU; not yet measured there, see BUILD_NOTES).
   """
-  precision = lax.Precision.HIGHEST if za.dtype == jnp.float32 else None
+  if precision is None and za.dtype == jnp.float32:
+    precision = lax.Precision.HIGHEST
   return lax.dot_general(za, zb, (((0,), (0,)), ((), ())), precision=precision,
                          preferred_element_type=jnp.float32)
 
@@ -170,7 +174,7 @@ def _gather_cols(vals, idx, k):
 
 
 def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
-                 compute_dtype):
+                 compute_dtype, precision=None):
   """Per-shard body: a [Tl, Nal], b [Tl, Nb] -> rows [Nal, k], cols [Nb, k]."""
   tl, nal = a.shape
   nb = b.shape[1]
@@ -190,7 +194,7 @@ def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
       xb = lax.dynamic_slice(b, (c * tc, j * bb), (tc, bb))
       za = _standardise(xa, ma, sa, unit_off + c * tc, num_units, compute_dtype)
       zb = _standardise(xb, mb, sb, unit_off + c * tc, num_units, compute_dtype)
-      return g + gram_dot(za, zb)
+      return g + gram_dot(za, zb, precision)
 
     g = lax.fori_loop(0, n_chunks, chunk, jnp.zeros((ba, bb), jnp.float32))
     return _masked_block(lax.psum(g, "data"), sa, sb)
@@ -225,9 +229,9 @@ def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "k", "ba", "bb", "tc",
-                                             "num_units", "compute_dtype"))
+                                             "num_units", "compute_dtype", "precision"))
 def correlate_topk(a, b, mu_a, s_a, mu_b, s_b, *, mesh, k, ba, bb, tc, num_units,
-                   compute_dtype=jnp.float32):
+                   compute_dtype=jnp.float32, precision=None):
   """Sharded blockwise top-k of Pearson r, both directions.
 
   Args:
@@ -242,13 +246,15 @@ def correlate_topk(a, b, mu_a, s_a, mu_b, s_b, *, mesh, k, ba, bb, tc, num_units
     num_units: the true T; units beyond it are padding.
     compute_dtype: dtype of the standardised operands of the matmul (float32 or
       bfloat16); accumulation is float32 either way.
+    precision: the Gram dots' precision (see ``gram_dot``); None: full float32.
 
   Returns:
     (a_r [Nap, k], a_idx [Nap, k], b_r [Nbp, k], b_idx [Nbp, k]); r = -inf and
     idx = -1 where there is no valid neighbour.
   """
   body = functools.partial(_kernel_body, k=k, ba=ba, bb=bb, tc=tc,
-                           num_units=num_units, compute_dtype=compute_dtype)
+                           num_units=num_units, compute_dtype=compute_dtype,
+                           precision=precision)
   fn = jax.shard_map(
       body, mesh=mesh,
       in_specs=(shd.ACTS_A, shd.ACTS_B, shd.NEURONS_A, shd.NEURONS_A,

@@ -26,13 +26,14 @@ from rosetta_jax.match import correlate as cor
 P = shd.P
 
 
-def _step_body(g, xa, xb, mu_a, s_a, mu_b, s_b, unit0, num_units, *, compute_dtype):
+def _step_body(g, xa, xb, mu_a, s_a, mu_b, s_b, unit0, num_units, *, compute_dtype,
+               precision=None):
   """Adds one chunk's local Gram: g [1, pa_l, nb] += z_a^T z_b."""
   tc = xa.shape[0]
   u0 = unit0 + lax.axis_index("data") * tc
   za = cor._standardise(xa, mu_a, s_a, u0, num_units, compute_dtype)
   zb = cor._standardise(xb, mu_b, s_b, u0, num_units, compute_dtype)
-  return g + cor.gram_dot(za, zb)[None]
+  return g + cor.gram_dot(za, zb, precision)[None]
 
 
 def _merge_body(g, cols_v, cols_i, s_a, s_b, a0, *, k):
@@ -46,9 +47,10 @@ def _merge_body(g, cols_v, cols_i, s_a, s_b, a0, *, k):
 
 
 @functools.lru_cache(maxsize=None)
-def _fns(mesh, k, compute_dtype):
+def _fns(mesh, k, compute_dtype, precision=None):
   step = jax.jit(jax.shard_map(
-      functools.partial(_step_body, compute_dtype=compute_dtype), mesh=mesh,
+      functools.partial(_step_body, compute_dtype=compute_dtype, precision=precision),
+      mesh=mesh,
       in_specs=(P("data", "model", None), shd.ACTS_A, shd.ACTS_B, shd.NEURONS_A,
                 shd.NEURONS_A, shd.NEURONS_B, shd.NEURONS_B, P(), P()),
       out_specs=P("data", "model", None), check_vma=False), donate_argnums=0)
@@ -65,7 +67,7 @@ def _fns(mesh, k, compute_dtype):
 
 
 def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
-                 compute_dtype, desc: str | None = None) -> cor.MatchResult:
+                 compute_dtype, precision=None, desc: str | None = None) -> cor.MatchResult:
   """Streams both sources; see the module docstring. ``block_b`` is unused (all of B
   is one panel: the unit chunk read from a source holds all of B's neurons anyway).
   ``desc``: show a tqdm bar (A neurons done, ETA) with this label."""
@@ -83,7 +85,7 @@ def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
   mu_a, s_a = cor.pad_to(mu_a, (nap,)), cor.pad_to(s_a, (nap,))
   put = lambda x, spec: jax.device_put(x, shd.named(mesh, spec))
   mu_b_d, s_b_d = put(cor.pad_to(mu_b, (nbp,)), shd.NEURONS_B), put(cor.pad_to(s_b, (nbp,)), shd.NEURONS_B)
-  step, merge, gather = _fns(mesh, k, compute_dtype)
+  step, merge, gather = _fns(mesh, k, compute_dtype, precision)
   cols_v = put(np.full((nm * nbp, k), -np.inf, np.float32), P("model"))
   cols_i = put(np.full((nm * nbp, k), -1, np.int32), P("model"))
   rows_v, rows_i = [], []
