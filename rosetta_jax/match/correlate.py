@@ -7,7 +7,8 @@ materialising the Na x Nb matrix:
   for each block of A neurons (size ``ba``) and each block of B neurons (``bb``):
     G = sum over unit chunks (``tc``) of  Z_a[chunk]^T Z_b[chunk]      # [ba, bb]
     rows of G  -> merged into A's running top-k   (lax.top_k)
-    cols of G  -> merged into B's running top-k
+    cols of G  -> merged into B's running top-k   (argmax along G's rows:
+                                                   ``merge_topk_cols``)
 
 Z = (x - mean) / sqrt(M2) is formed chunk by chunk, on the fly, from float64
 host moments (see ``moments.py``), so sum_t z_a z_b is r itself and no
@@ -22,7 +23,8 @@ merged at the end. Sizes that do not divide the devices or the blocks are padded
 padded units are masked to zero inside the chunk standardisation and padded
 neurons have scale 0 and are masked to -inf before every top-k.
 
-Ties: ``lax.top_k`` keeps the lower position first among equal values, and every
+Ties: ``lax.top_k`` and ``argmax`` keep the lower position first among equal
+values, and every
 merge concatenates the running list (lower neuron indices, earlier blocks or
 lower shards) before the new block, so among exactly equal r the lowest neuron
 index wins, in every layout.

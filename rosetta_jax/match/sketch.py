@@ -269,8 +269,8 @@ def _rescore_device(xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b, *, step):
   """Exact centred products of every candidate pair over all units of device arrays.
 
   Walks the units in steps of ``step`` (a static remainder step at the end, so no
-  unit is counted twice and nothing is padded); on a GPU each step's gathers fuse
-  into the column reductions, a memory-bound pass over A and the gathered B.
+  unit is counted twice and nothing is padded): a memory-bound pass over A and
+  the gathered rows of B (see ``_rescore_terms``).
   """
   t = xa.shape[0]
   full = t // step
