@@ -24,10 +24,9 @@ padded units are masked to zero inside the chunk standardisation and padded
 neurons have scale 0 and are masked to -inf before every top-k.
 
 Ties: ``lax.top_k`` and ``argmax`` keep the lower position first among equal
-values, and every
-merge concatenates the running list (lower neuron indices, earlier blocks or
-lower shards) before the new block, so among exactly equal r the lowest neuron
-index wins, in every layout.
+values, and every merge puts the running list (lower neuron indices, earlier
+blocks or lower shards) before the new block, so among exactly equal r the
+lowest neuron index wins, in every layout.
 """
 
 from __future__ import annotations
