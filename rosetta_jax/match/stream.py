@@ -59,7 +59,7 @@ def _fns(mesh, k, compute_dtype, precision=None):
       in_specs=(P("data", "model", None), P("model"), P("model"), shd.NEURONS_A,
                 shd.NEURONS_B, P()),
       out_specs=(P("model"), P("model"), P("model"), P("model")), check_vma=False),
-      donate_argnums=(0, 1, 2))     # the panel's Gram and the running column lists
+      donate_argnums=(1, 2))        # the running column lists (updated in place)
   gather = jax.jit(jax.shard_map(
       functools.partial(cor._gather_cols, k=k), mesh=mesh,
       in_specs=(P("model"), P("model")), out_specs=(P(), P()), check_vma=False))
