@@ -29,6 +29,7 @@ steadier figure on a machine shared with other jobs).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -44,6 +45,14 @@ def accelerator() -> str | None:
   import jax
   d = jax.devices()[0]
   return None if d.platform == "cpu" else f"{d.platform}: {d.device_kind}"
+
+
+def _precision(name):
+  """A ``lax.DotAlgorithmPreset`` by name (``--precision``), or None (the default)."""
+  if not name:
+    return None
+  import jax
+  return getattr(jax.lax.DotAlgorithmPreset, name)
 
 
 def timed(fns, repeats):
@@ -71,10 +80,11 @@ def timed(fns, repeats):
   return {name: (float(np.median(wall[name])), float(np.median(cpu[name]))) for name in fns}
 
 
-def bench_roofline(t_units, n, repeats):
+def bench_roofline(t_units, n, repeats, precision=None):
   import jax
   import jax.numpy as jnp
   from rosetta_jax.match import Moments, match
+  match = functools.partial(match, precision=_precision(precision))   # --precision
   rng = np.random.default_rng(0)
   a = rng.standard_normal((t_units, n), dtype=np.float32)
   b = rng.standard_normal((t_units, n), dtype=np.float32)
@@ -102,9 +112,10 @@ def bench_roofline(t_units, n, repeats):
   return out
 
 
-def bench_baseline(t_units, n, repeats):
+def bench_baseline(t_units, n, repeats, precision=None):
   import jax.numpy as jnp
   from rosetta_jax.match import match
+  match = functools.partial(match, precision=_precision(precision))   # --precision
   rng = np.random.default_rng(1)
   a = rng.standard_normal((t_units, n), dtype=np.float32)
   b = rng.standard_normal((t_units, n), dtype=np.float32)
@@ -186,8 +197,9 @@ def sparse_models(t, n, planted_frac=0.5, seed=0):
   return out[0], out[1], pairs
 
 
-def bench_sketch(t, n, width, candidates, repeats):
+def bench_sketch(t, n, width, candidates, repeats, precision=None):
   from rosetta_jax.match import Moments, SketchConfig, match, mutual_pairs
+  match = functools.partial(match, precision=_precision(precision))   # --precision
   a, b, planted = sparse_models(t, n)
   host_a, host_b = a, b
   if accelerator():
@@ -355,6 +367,9 @@ def main():
   p.add_argument("--full", action="store_true", help="the issue's sizes")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--only", default="1234", help="which parts to run, e.g. 13")
+  p.add_argument("--precision", default="",
+                 help="a lax.DotAlgorithmPreset name for our Gram dots in (1)-(3), e.g. "
+                      "BF16_BF16_F32_X6 (default: full float32); the roofline stays float32")
   p.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.memory_child:
@@ -362,10 +377,10 @@ def main():
     _memory_child(mode, int(t), int(n))
     return
   res = {"machine": f"{os.cpu_count()} CPU cores, " + (accelerator() or "no accelerator"),
-         "full": args.full}
+         "full": args.full, "precision": args.precision or "float32 (HIGHEST)"}
   print(res["machine"], flush=True)
   if "1" in args.only:
-    res["roofline"] = r = bench_roofline(16384, 4096, args.repeats)
+    res["roofline"] = r = bench_roofline(16384, 4096, args.repeats, args.precision)
     print(f"(1) roofline  T={r['T']} N={r['N']}: matmul {r['matmul_s']:.2f}s, match "
           f"{r['match_given_moments_s']:.2f}s (moments given) / {r['match_s']:.2f}s (incl. "
           f"moments) -> wall ratio {r['roofline_given_moments']:.2f} / "
@@ -377,7 +392,7 @@ def main():
             f"{r['matmul_default_precision_s']:.4f}s)", flush=True)
   if "2" in args.only:
     t, n = (16384, 4096) if args.full else (8192, 2048)
-    res["baseline"] = r = bench_baseline(t, n, args.repeats)
+    res["baseline"] = r = bench_baseline(t, n, args.repeats, args.precision)
     print(f"(2) vs np.corrcoef+argmax T={t} N={n}: {r['corrcoef_s']:.2f}s vs {r['match_s']:.2f}s "
           f"-> speed-up {r['speedup']:.1f}x wall, {r['speedup_cpu']:.1f}x CPU time (same best "
           f"neighbour: {r['same_neighbours']:.4f})",
@@ -389,7 +404,8 @@ def main():
   if "3" in args.only:
     t, n = (262144, 4096) if args.full else (131072, 2048)
     res["sketch"] = r = bench_sketch(t, n, width=2048 if not args.full else 4096,
-                                          candidates=4, repeats=args.repeats)
+                                          candidates=4, repeats=args.repeats,
+                                          precision=args.precision)
     print(f"(3) sketch T={t} N={n} width={r['width']} c={r['candidates']}: exact "
           f"{r['exact_s']:.2f}s, sketch {r['sketch_s']:.2f}s -> speed-up {r['speedup']:.1f}x wall, "
           f"{r['speedup_cpu']:.1f}x CPU time (flop ratio {r['flop_ratio']:.1f}x); recall {r['recovered']}/{r['exact_mutual_pairs']}"
