@@ -203,24 +203,24 @@ def algorithms(repeats=5, t=65536, n=4096, t_acc=262144, n_acc=1024):
           f"max {err.max():.1e}, > 1e-5: {(err > 1e-5).mean():.4f}", flush=True)
 
 
-if __name__ == "__main__":
-  import sys
-  if sys.argv[1:] == ["algorithms"]:
-    algorithms()
-    sys.exit()
-  if sys.argv[1:] == ["roofline"]:
-    roofline()
-    sys.exit()
-  if sys.argv[1:] == ["accuracy"]:
-    accuracy()
-    sys.exit()
-  if sys.argv[1:] == ["rescore"]:
-    rescore()
-    sys.exit()
-  print(jax.devices()[0].device_kind, flush=True)
+def default_checks():
+  """(a)-(c)."""
   for k in (1, 3):
     check_column_merge(k=k)
   check_exact(16384, 4096, sparse=False)
   check_exact(65536, 4096, sparse=True)
   check_exact(16384, 3000, sparse=True, block_a=1024, block_b=2048, chunk=1000)
   sweep()
+
+
+MODES = {"": default_checks, "accuracy": accuracy, "rescore": rescore,
+         "roofline": roofline, "algorithms": algorithms}
+
+
+if __name__ == "__main__":
+  import sys
+  mode = " ".join(sys.argv[1:])
+  if mode not in MODES:
+    sys.exit(f"usage: gpu_diagnose.py [{' | '.join(m for m in MODES if m)}]")
+  print(jax.devices()[0].device_kind, flush=True)
+  MODES[mode]()
