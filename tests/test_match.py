@@ -194,11 +194,24 @@ def test_merge_topk_cols_vs_numpy(k):
     np.testing.assert_array_equal(i[c][finite], ids[order][finite])
 
 
-def test_accelerator_defaults(monkeypatch):
+def test_accelerator_defaults_reach_the_kernel(monkeypatch):
+  """``match`` without block or chunk sizes uses the CPU defaults on a CPU and the
+  accelerator ones (shorter chunks, larger blocks) on any other backend."""
   from rosetta_jax.match import api
-  assert (api.default_chunk(), api.default_block()) == (api.DEFAULT_CHUNK, api.DEFAULT_BLOCK)
+  from rosetta_jax.match import correlate as cor
+  seen = []
+  real = cor.correlate_topk
+  monkeypatch.setattr(cor, "correlate_topk",
+                      lambda *args, **kw: seen.append((kw["ba"], kw["tc"])) or real(*args, **kw))
+  a, b = _data(3000, 3000, 5, seed=12)
+  want = lambda block, chunk: (cor.split_axis(3000, 1, block)[0], cor.split_axis(3000, 1, chunk)[0])
+  cpu = match(a, b, k=1)
   monkeypatch.setattr(api.jax, "default_backend", lambda: "gpu")
-  assert (api.default_chunk(), api.default_block()) == (api.ACCEL_CHUNK, api.ACCEL_BLOCK)
+  accel = match(a, b, k=1)
+  assert seen == [want(api.DEFAULT_BLOCK, api.DEFAULT_CHUNK), want(api.ACCEL_BLOCK, api.ACCEL_CHUNK)]
+  assert seen[0] != seen[1]                        # the sizes differ at this shape
+  np.testing.assert_array_equal(accel.a_to_b_idx, cpu.a_to_b_idx)
+  np.testing.assert_allclose(accel.a_to_b_r, cpu.a_to_b_r, atol=1e-5)
 
 
 def test_precision_reaches_every_gram_dot(monkeypatch):
