@@ -277,8 +277,8 @@ def sketch_phases(call):
       return out
     return fn, timed_fn
 
-  names = ("_sketch", "_fold_device", "match", "_extra_pairs", "_rescore_device",
-           "_rescore_chunk", "_topk_pairs")
+  names = ("_sketch", "_fold_device", "match", "_extra_pairs", "_candidates_host", "_rescore_device",
+           "_rescore_host", "_topk_pairs")
   saved = {}
   for name in names:
     saved[name], wrapped = wrap(name)
