@@ -86,8 +86,12 @@ def fold(x: np.ndarray, gather: np.ndarray, sign: np.ndarray, out: np.ndarray) -
       r1 = min(r0 + rows, b1)
       m = r1 - r0
       blk = buf[:groups * m]
-      np.take(x, g[:, r0:r1].reshape(-1), axis=0, out=blk, mode="wrap")
-      blk *= s[:, r0:r1].reshape(-1, 1)
+      idx, sg = g[:, r0:r1].reshape(-1), s[:, r0:r1].reshape(-1, 1)
+      if x.dtype == np.float32:
+        np.take(x, idx, axis=0, out=blk, mode="wrap")
+        blk *= sg
+      else:                                  # bfloat16 / float16 stores
+        np.multiply(np.take(x, idx, axis=0, mode="wrap"), sg, out=blk, casting="unsafe")
       np.sum(blk.reshape(groups, m, n), axis=0, out=tot[:m])
       out[r0:r1] += tot[:m]
 
