@@ -10,8 +10,10 @@ axis first:
    rare, large activations of selective neurons survive; with random signs
    ``<S x, S y>`` is an unbiased estimate of ``<x, y>``. Centering is applied
    after sketching (``S(x - mu) = S x - (S 1) mu``), so one pass suffices.
-2. Candidates (2 width Na Nb flops): the exact kernel (``match``) on the sketched
-   columns, keeping the top ``candidates`` (c) of every neuron in both directions.
+2. Candidates (2 width Na Nb flops): the Pearson r of the sketched columns,
+   keeping the top ``candidates`` (c) of every neuron in both directions (on the
+   host one matmul per block plus ``lax.top_k``, ``_candidates_host``; on a
+   device or a mesh the exact kernel, ``match``, on the sketches).
 3. Rescore (O(T (Na k + P))): the exact Pearson r of candidate pairs over all T
    units, in a second streaming pass. Each A neuron's first k candidates are
    rescored slot by slot (one column gather of B per slot, A's columns used in
@@ -21,15 +23,16 @@ axis first:
    a gather on both sides). Every neuron's list is then ranked on the exact r of
    all rescored pairs that contain it (its own candidates and the other side's).
 
-Cost on a CPU: the sketch and the rescoring are gathers, memory-bound at
-~2 ns per gathered float on the 2-core test machine, while the exact kernel is a
-matmul at ~100 GFLOP/s: one rescored pair-unit costs about as much as 100
-pair-units of the exact Gram. The speed-up over ``match`` is therefore about
-N / (100 * (1 + 2 P / N + sketch pass)) there, i.e. it grows linearly with the
-neuron count (see docs/matcher.md for measured figures). On an H100 the exact
-kernel runs at ~50 TFLOP/s (float32, full precision) and the device route's
-passes at 0.3-0.7 TB/s: at T=262144, N=4096 the route took 65 ms against 209 ms
-exact (3.2x), the rescoring 34 ms of it.
+Cost on a CPU: the fold and the rescoring are memory-bound gathers, done in
+cache-sized tiles by threaded NumPy (``hostpass.py``): the fold reads each
+activation once (~10 GB/s on the 2-core test machine), the rescoring costs
+~0.4 ns per gathered value per thread, and the candidate search is one matmul
+of the sketches (``_candidates_host``). At T=262144, N=4096 (the issue's size)
+the exact kernel takes ~47 s there and this route ~5 s (see docs/matcher.md
+for the measured phases). On an H100 the exact kernel runs at ~50 TFLOP/s
+(float32, full precision) and the device route's passes at 0.3-0.7 TB/s: at
+T=262144, N=4096 the route took 65 ms against 209 ms exact (3.2x), the
+rescoring 34 ms of it.
 
 Where it runs: with numpy inputs or activation sources, the sketch and the
 rescoring stream unit chunks from the host (the fast route on a CPU). With both
@@ -57,7 +60,9 @@ from jax import lax
 from rosetta_jax.match import correlate as cor
 from rosetta_jax.match import hostpass
 from rosetta_jax.match.api import match, prepare
+from rosetta_jax.match.sources import as_source
 
+CHUNK_BYTES = 512 << 20   # default chunk: this many bytes of one side's activations
 PAIR_BUCKET = 512   # residual pair lists are padded to a multiple of this (fewer compiles)
 
 
@@ -70,7 +75,11 @@ class SketchConfig:
       2 * width * Na * Nb flops. T / width is the compression.
     candidates: candidates kept per neuron (>= k), rescored exactly.
     seed: seed of the bucket permutations and signs.
-    chunk: units per streaming step (rounded up to a multiple of ``width``).
+    chunk: units per streaming step (rounded up to a multiple of ``width``);
+      None (default): as many as make ``CHUNK_BYTES`` of one side's float32
+      activations (32768 units at N=4096; larger chunks mean fewer, longer
+      steps of the host passes: the fold ran at 12-13 GB/s with 32768-unit
+      chunks against 8-9 GB/s with 8192 on the test machine).
     margin: candidates beyond a neuron's first k are rescored only if their
       sketched r is within ``margin`` of its k-th best sketched r (None: all
       are); a looser margin costs rescoring time, a tighter one recall.
@@ -78,7 +87,7 @@ class SketchConfig:
   width: int = 2048
   candidates: int = 4
   seed: int = 0
-  chunk: int = 8192
+  chunk: int | None = None
   margin: float | None = 0.1
 
 
@@ -369,8 +378,10 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
   if not 1 <= k <= sketch.candidates:
     raise ValueError(f"need 1 <= k <= candidates, got k={k}, candidates={sketch.candidates}")
   w = sketch.width
-  tc = max(1, -(-sketch.chunk // w)) * w
-  src_a, src_b, ma, mb = prepare(a, b, names=names, moments_a=moments_a,
+  src_a, src_b = as_source(a), as_source(b)
+  chunk = sketch.chunk or CHUNK_BYTES // (4 * max(src_a.num_neurons, src_b.num_neurons, 1))
+  tc = max(1, -(-chunk // w)) * w
+  src_a, src_b, ma, mb = prepare(src_a, src_b, names=names, moments_a=moments_a,
                                  moments_b=moments_b, chunk=tc)
   t, na, nb = src_a.num_units, src_a.num_neurons, src_b.num_neurons
   mu_a, s_a, excl_a = cor.scales(ma)
