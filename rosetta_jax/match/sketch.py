@@ -197,8 +197,8 @@ def _sketch(src_a, src_b, t, w, tc, seed):
 CAND_BLOCK_BYTES = 64 << 20   # the host candidate search's Gram block [rows, Nb]
 
 
-@functools.partial(jax.jit, static_argnames=("ca", "cb", "rows"))
-def _sketch_topk(ya, yb, valid_a, valid_b, *, ca, cb, rows):
+@functools.partial(jax.jit, static_argnames=("ca", "cb", "rows", "precision"))
+def _sketch_topk(ya, yb, valid_a, valid_b, *, ca, cb, rows, precision=None):
   """Top candidates by sketched r in both directions, one Gram block at a time.
 
   Args:
@@ -207,6 +207,7 @@ def _sketch_topk(ya, yb, valid_a, valid_b, *, ca, cb, rows):
     valid_a, valid_b: [Nap], [Nb] bool; invalid neurons are nobody's candidate.
     ca, cb: candidates per A neuron (<= Nb) and per B neuron (<= rows).
     rows: A neurons per block.
+    precision: the Gram dot's precision (``correlate.gram_dot``).
 
   Returns:
     (ra [Nap, ca], ia [Nap, ca], rb [Nb, cb], ib [Nb, cb]), r descending, -inf
@@ -221,7 +222,7 @@ def _sketch_topk(ya, yb, valid_a, valid_b, *, ca, cb, rows):
     ra, ia, rb, ib = carry
     a = lax.dynamic_slice_in_dim(ya, i * rows, rows, axis=1)
     ok = lax.dynamic_slice_in_dim(valid_a, i * rows, rows)
-    g = jnp.matmul(a.T, yb, precision=lax.Precision.HIGHEST)
+    g = cor.gram_dot(a, yb, precision)
     g = jnp.where(ok[:, None] & valid_b[None, :], g, -jnp.inf)
     r, j = lax.top_k(g, ca)
     ra = lax.dynamic_update_slice_in_dim(ra, r, i * rows, axis=0)
@@ -246,7 +247,7 @@ def _unit_columns(y):
   return (y / np.where(valid, norm, 1.0)).astype(np.float32), valid
 
 
-def _candidates_host(y_a, y_b, c):
+def _candidates_host(y_a, y_b, c, precision=None):
   """Each neuron's top-c candidates by sketched r, both directions (host route).
 
   The sketched r are the Pearson r of the sketch columns, as ``match`` on the
@@ -255,6 +256,9 @@ def _candidates_host(y_a, y_b, c):
   and of its columns. On the 2-core test machine, at width 2048 and N=4096,
   this takes 0.3 s against 0.6 s for ``match(k=4)`` (whose column merge, k
   rounds of argmax, is built for exact ties on accelerators).
+
+  ``precision`` is the matmul's (``match``'s ``precision``); the search always
+  runs in float32 (``compute_dtype`` applies to the exact kernel only).
 
   Returns:
     (cand_a [Na, c], r_a, cand_b [Nb, c], r_b): indices best first, -1 / nan
@@ -266,7 +270,8 @@ def _candidates_host(y_a, y_b, c):
   rows = max(cb, min(na, CAND_BLOCK_BYTES // (4 * nb)))
   nap = -(-na // rows) * rows
   ra, ia, rb, ib = _sketch_topk(cor.pad_to(za, (za.shape[0], nap)), zb,
-                                cor.pad_to(va, (nap,)), vb, ca=ca, cb=cb, rows=rows)
+                                cor.pad_to(va, (nap,)), vb, ca=ca, cb=cb, rows=rows,
+                                precision=precision)
   out = []
   for r, i, n in ((ra, ia, na), (rb, ib, nb)):
     r = np.asarray(r)[:n].astype(np.float32)
@@ -410,7 +415,7 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
     cand = match(y_a, y_b, k=c, mesh=mesh, names=names, **kernel_kw)
     cand_a, r_a, cand_b, r_b = cand.a_to_b_idx, cand.a_to_b_r, cand.b_to_a_idx, cand.b_to_a_r
   else:
-    cand_a, r_a, cand_b, r_b = _candidates_host(y_a, y_b, c)
+    cand_a, r_a, cand_b, r_b = _candidates_host(y_a, y_b, c, kernel_kw.get("precision"))
   dense = cand_a[:, :k]                 # A's first k candidates: one gather per slot
   res_i, res_j = _extra_pairs(cand_a, r_a, cand_b, r_b, k, sketch.margin)
   n_res = len(res_i)
