@@ -18,8 +18,8 @@ Everything else lives in submodules a user rarely imports: ``models``, ``data``,
 from rosetta_jax import record  # noqa: F401  (a callable module: rj.record(model, docs, ...))
 from rosetta_jax.analysis.scaling import PowerLawFit, fit_power_law  # noqa: F401
 from rosetta_jax.data.corpus import Document, load_corpus  # noqa: F401
-from rosetta_jax.match import (Matches, MatchResult, find_rosetta,  # noqa: F401
-                               find_rosetta_zoo, match, mutual_pairs)
+from rosetta_jax.match import (Matches, MatchResult, SketchConfig,  # noqa: F401
+                               find_rosetta, find_rosetta_zoo, match, mutual_pairs)
 from rosetta_jax.match.plan import plan_match  # noqa: F401
 from rosetta_jax.models import load_model  # noqa: F401
 from rosetta_jax.models.base import Model  # noqa: F401

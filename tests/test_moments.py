@@ -58,3 +58,39 @@ def test_from_device_compensated_matches_float64(offset, scale):
   np.testing.assert_allclose(dev.m2, ref.m2, rtol=1e-6, atol=1e-9)
   np.testing.assert_array_equal(dev.min, ref.min)
   np.testing.assert_array_equal(dev.constant, ref.constant)
+
+
+@pytest.mark.parametrize("offset,scale", [(0.0, 1.0), (1e4, 1e-2), (1e6, 1.0)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_from_host_tiles_match_float64(offset, scale, threads, monkeypatch):
+  """The tiled host pass (tiles of 41 units, 1 or 2 thread spans) agrees with
+  the float64 reference, at large offsets too."""
+  from rosetta_jax.match import hostpass
+  monkeypatch.setattr(hostpass, "TILE_BYTES", 12 * 6 * 41)
+  monkeypatch.setattr(hostpass, "num_threads", lambda: threads)
+  hostpass._pool.cache_clear()
+  rng = np.random.default_rng(3)
+  x = (rng.normal(size=(5001, 6)) * scale + offset).astype(np.float32)
+  x[:, 3] = 2.0
+  ref, host = Moments.from_array(x), Moments.from_host(x)
+  assert host.count == 5001
+  np.testing.assert_allclose(host.mean, ref.mean, rtol=0, atol=1e-8 * scale)
+  np.testing.assert_allclose(host.m2, ref.m2, rtol=1e-6, atol=1e-9)
+  np.testing.assert_array_equal(host.min, ref.min)
+  np.testing.assert_array_equal(host.max, ref.max)
+  np.testing.assert_array_equal(host.constant, ref.constant)
+  hostpass._pool.cache_clear()
+
+
+def test_from_host_float16_and_nonfinite():
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(300, 5)).astype(np.float16)
+  ref, host = Moments.from_array(x), Moments.from_host(x)
+  np.testing.assert_allclose(host.mean, ref.mean, atol=1e-6)
+  np.testing.assert_allclose(host.m2, ref.m2, rtol=1e-5)
+  x = x.astype(np.float32)
+  x[17, 2] = np.inf
+  with pytest.raises(ValueError, match="neuron 2"):
+    Moments.from_host(x).check_finite("m:layer_0/mlp")
+  with pytest.raises(ValueError, match="shape"):
+    Moments.from_host(x[0])

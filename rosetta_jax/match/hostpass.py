@@ -154,3 +154,67 @@ def rescore(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
   parts = _run([functools.partial(work, *sp)
                 for sp in _spans(tc, min(num_threads(), -(-tc // rows)))])
   return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def _tree_sum(y: np.ndarray) -> np.ndarray:
+  """Sum of the rows of y [m, N] by pairwise halving, in place (y is destroyed).
+
+  Rounding error grows with log2(m), not m as in a running sum: float32 tile
+  sums stay within ~1e-7 relative.
+  """
+  m = y.shape[0]
+  while m > 1:
+    h = m // 2
+    np.add(y[:h], y[m - h:m], out=y[:h])
+    m -= h
+  return y[0]
+
+
+def moments(x: np.ndarray):
+  """Per-neuron moments of x [T, N] on the host, one read of x, in tiles.
+
+  Each tile of ``rows`` units (about ``TILE_BYTES``) is reduced in float32 in
+  cache with a shift: its own mean, then the sum and sum of squares of the
+  deviations from it (which corrects the mean and gives M2 without
+  cancellation; both summed pairwise, ``_tree_sum``), its min and max. Tiles
+  are merged in float64 with Chan's formula, per thread, over contiguous unit
+  spans.
+
+  Returns:
+    One (count, mean, m2, min, max) per thread span, float64 [N] arrays, to be
+    merged (``Moments.merge``).
+  """
+  t, n = x.shape
+  rows = max(1, TILE_BYTES // (12 * n))
+
+  def work(u0, u1):
+    dev = np.empty((rows, n), np.float32)
+    sq = np.empty((rows, n), np.float32)
+    count = 0
+    mean = np.zeros(n)
+    m2 = np.zeros(n)
+    lo = np.full(n, np.inf)
+    hi = np.full(n, -np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):   # NaN/inf: check_finite reports
+      for t0 in range(u0, u1, rows):
+        m = min(rows, u1 - t0)
+        xt = x[t0:t0 + m]
+        np.minimum(lo, np.min(xt, axis=0), out=lo)
+        np.maximum(hi, np.max(xt, axis=0), out=hi)
+        d, s = dev[:m], sq[:m]
+        np.copyto(s, xt, casting="unsafe")
+        m1 = _tree_sum(s) / np.float32(m)                   # the tile's shift
+        np.subtract(xt, m1, out=d, casting="unsafe")
+        np.multiply(d, d, out=s)
+        sd = _tree_sum(d).astype(np.float64)
+        tile_m2 = np.maximum(_tree_sum(s) - sd * sd / m, 0.0)
+        tile_mean = m1 + sd / m
+        total = count + m
+        delta = tile_mean - mean
+        mean += delta * (m / total)
+        m2 += tile_m2 + delta * delta * (count * m / total)
+        count = total
+    return count, mean, m2, lo, hi
+
+  spans = _spans(t, min(num_threads(), max(1, t // rows)))
+  return _run([functools.partial(work, *sp) for sp in spans])

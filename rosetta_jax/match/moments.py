@@ -83,6 +83,22 @@ class Moments:
     return out
 
   @staticmethod
+  def from_host(x) -> "Moments":
+    """Moments of a host array [T, N] (any float dtype): one tiled, threaded
+    NumPy pass, compensated float32 per tile, merged in float64
+    (``hostpass.moments``). Accuracy as ``from_device``; on the 2-core test
+    machine several times faster than it for numpy inputs (XLA:CPU reduces
+    over the unit axis slowly)."""
+    from rosetta_jax.match import hostpass
+    x = np.asarray(x)
+    if x.ndim != 2:
+      raise ValueError(f"expected a [units, neurons] array, got shape {x.shape}")
+    out = Moments.empty(x.shape[1])
+    for count, mean, m2, lo, hi in hostpass.moments(x):
+      out = out.merge(Moments(count, mean, m2, lo, hi))
+    return out
+
+  @staticmethod
   def _of_chunk(x: np.ndarray) -> "Moments":
     x64 = x.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):   # NaN/inf: reported by check_finite

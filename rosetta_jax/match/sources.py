@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import jax
 import numpy as np
 
 from rosetta_jax.match.moments import Moments
@@ -43,7 +44,11 @@ class ArraySource:
     return np.asarray(self.array[start:stop])
 
   def moments(self) -> Moments:
-    return Moments.from_device(self.array)
+    x = self.array
+    on_host = not isinstance(x, jax.Array) or all(d.platform == "cpu" for d in x.devices())
+    # Host arrays (and jax arrays on a CPU, read in place): one tiled NumPy
+    # pass, 5-10x faster there than XLA:CPU's reduction over the unit axis.
+    return Moments.from_host(x) if on_host else Moments.from_device(x)
 
 
 def as_source(x) -> ActivationSource:
