@@ -94,3 +94,23 @@ def test_from_host_float16_and_nonfinite():
     Moments.from_host(x).check_finite("m:layer_0/mlp")
   with pytest.raises(ValueError, match="shape"):
     Moments.from_host(x[0])
+
+
+def test_array_sources_on_the_host_use_the_host_pass(monkeypatch):
+  """numpy arrays and jax arrays on a CPU take ``from_host``; its moments are
+  the ones ``match`` uses (r = 1 for a neuron and its own copy)."""
+  import jax.numpy as jnp
+  from rosetta_jax.match import match
+  from rosetta_jax.match.sources import ArraySource
+
+  def no_device(*a, **k):
+    raise AssertionError("from_device called for a host array")
+
+  monkeypatch.setattr(Moments, "from_device", staticmethod(no_device))
+  x = np.random.default_rng(5).normal(size=(400, 7)).astype(np.float32)
+  for arr in (x, jnp.asarray(x)):
+    m = ArraySource(arr).moments()
+    np.testing.assert_allclose(m.m2, Moments.from_array(x).m2, rtol=1e-6)
+  res = match(x, x[:, ::-1].copy(), k=1)
+  np.testing.assert_array_equal(res.a_to_b_idx[:, 0], np.arange(7)[::-1])
+  np.testing.assert_allclose(res.a_to_b_r[:, 0], 1.0, atol=1e-6)
