@@ -37,6 +37,10 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
                                                thread_name_prefix="rosetta_hostpass")
 
 
+if hasattr(os, "register_at_fork"):     # a forked child starts without the pool's threads
+  os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 def num_threads() -> int:
   """Threads of the host passes: the cores this process may use."""
   try:
