@@ -28,8 +28,8 @@ cache-sized tiles by threaded NumPy (``hostpass.py``): the fold reads each
 activation once (~10 GB/s on the 2-core test machine), the rescoring costs
 ~0.4 ns per gathered value per thread, and the candidate search is one matmul
 of the sketches (``_candidates_host``). At T=262144, N=4096 (the issue's size)
-the exact kernel takes ~47 s there and this route ~5 s (see docs/matcher.md
-for the measured phases). On an H100 the exact kernel runs at ~50 TFLOP/s
+the exact kernel took 44 s there and this route 2.4-3.7 s: fold 0.7, candidate
+search 0.35, rescoring 1.3 (docs/matcher.md). On an H100 the exact kernel runs at ~50 TFLOP/s
 (float32, full precision) and the device route's passes at 0.3-0.7 TB/s: at
 T=262144, N=4096 the route took 65 ms against 209 ms exact (3.2x), the
 rescoring 34 ms of it.
@@ -254,8 +254,10 @@ def _candidates_host(y_a, y_b, c, precision=None):
   sketches would give them, but without ``match``'s exact-kernel machinery: one
   full-precision matmul per block of A neurons, then ``lax.top_k`` of its rows
   and of its columns. On the 2-core test machine, at width 2048 and N=4096,
-  this takes 0.3 s against 0.6 s for ``match(k=4)`` (whose column merge, k
-  rounds of argmax, is built for exact ties on accelerators).
+  this takes 0.35-0.4 s against 0.6 s for ``match(k=4)``, whose column merge
+  (k rounds of argmax along axis 0, 51 ms each on 4096 x 4096 here) replaced a
+  transposed ``top_k`` that a GPU miscompiled inside the kernel's loop; on a
+  device or a mesh the sketch route keeps ``match``.
 
   ``precision`` is the matmul's (``match``'s ``precision``); the search always
   runs in float32 (``compute_dtype`` applies to the exact kernel only).
