@@ -129,3 +129,15 @@ def test_jax_arrays_on_cpu_take_the_host_route(monkeypatch):
   a, b = _sparse_pair(t=1000, n=20, planted=10, seed=8)
   res = match(jnp.asarray(a), jnp.asarray(b), k=1, sketch=SketchConfig(width=128, candidates=3))
   assert (res.a_to_b_idx[:10, 0] == np.arange(10)).all()
+
+
+def test_sketch_progress_bars_and_result_unchanged(capsys):
+  """progress=True shows the two host passes' bars and changes nothing."""
+  a, b = _sparse_pair(t=3000, n=30, planted=15, seed=9)
+  cfg = SketchConfig(width=128, candidates=3, chunk=1024)
+  quiet = match(a, b, k=1, sketch=cfg)
+  loud = match(a, b, k=1, sketch=cfg, progress=True, names=("m1", "m2"))
+  err = capsys.readouterr().err
+  assert "sketch m1 ~ m2" in err and "rescore m1 ~ m2" in err and "3/3" in err
+  np.testing.assert_array_equal(loud.a_to_b_idx, quiet.a_to_b_idx)
+  np.testing.assert_array_equal(loud.a_to_b_r, quiet.a_to_b_r)

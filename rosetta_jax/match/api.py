@@ -97,7 +97,8 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
     moments_a, moments_b: precomputed ``Moments`` (saves a pass over the data).
     sketch: a ``SketchConfig`` to use sketch-and-rescore (see ``sketch.py``).
     progress: a tqdm bar over the panels of A's neurons when streaming from
-      sources (in-memory arrays are one jitted call).
+      sources (in-memory arrays are one jitted call); with ``sketch``, bars
+      over the chunks of its two host passes.
 
   Returns:
     A ``MatchResult``. Constant neurons are excluded: idx -1 and r nan in their
@@ -113,7 +114,8 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
     from rosetta_jax.match.sketch import match_sketched
     # The candidate search on the sketch runs this kernel with these settings.
     return match_sketched(a, b, k, sketch=sketch, names=names, mesh=mesh,
-                          moments_a=moments_a, moments_b=moments_b, block_a=block_a,
+                          moments_a=moments_a, moments_b=moments_b, progress=progress,
+                          block_a=block_a,
                           block_b=block_b, chunk=chunk, compute_dtype=compute_dtype,
                           precision=precision)
   in_memory = _is_array(a) and _is_array(b)

@@ -161,13 +161,22 @@ def _extra_pairs(cand_a, r_a, cand_b, r_b, k, margin):
   return key // nb, key % nb
 
 
-def _rescore_host(src_a, src_b, mu_a, mu_b, dense, pair_a, pair_b, tc):
+def _chunks(t, tc, desc):
+  """Chunk starts over t units, with a tqdm bar (units) when ``desc`` is given."""
+  starts = range(0, t, tc)
+  if desc is None:
+    return starts
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(starts, desc=desc[-60:], total=len(starts), unit="chunk")
+
+
+def _rescore_host(src_a, src_b, mu_a, mu_b, dense, pair_a, pair_b, tc, desc=None):
   """Pass 2 on the host: float64 sums of centred products of every candidate
   pair (``dense`` [Na, k] slots and the ``pair_a``/``pair_b`` list), streamed
   in chunks of ``tc`` units (``hostpass.rescore``)."""
   acc_a = np.zeros(dense.shape, np.float64)
   acc_p = np.zeros(len(pair_a), np.float64)
-  for u0 in range(0, src_a.num_units, tc):
+  for u0 in _chunks(src_a.num_units, tc, desc):
     u1 = min(u0 + tc, src_a.num_units)
     d, p = hostpass.rescore(np.asarray(src_a.read(u0, u1)), np.asarray(src_b.read(u0, u1)),
                             mu_a, mu_b, dense, pair_a, pair_b)
@@ -176,13 +185,13 @@ def _rescore_host(src_a, src_b, mu_a, mu_b, dense, pair_a, pair_b, tc):
   return acc_a, acc_p
 
 
-def _sketch(src_a, src_b, t, w, tc, seed):
+def _sketch(src_a, src_b, t, w, tc, seed, desc=None):
   """Pass 1: the sketches S X_a [w, Na], S X_b [w, Nb] and S 1 [w]."""
   gather, sign = bucket_plan(t, w, seed)
   na, nb = src_a.num_neurons, src_b.num_neurons
   sk_a = np.zeros((w, na), np.float64)
   sk_b = np.zeros((w, nb), np.float64)
-  for u0 in range(0, t, tc):
+  for u0 in _chunks(t, tc, desc):
     u1 = min(u0 + tc, t)
     g = gather[u0:u0 + tc] - u0
     sg = sign[u0:u0 + tc]
@@ -369,7 +378,7 @@ def _device_resident(a, b) -> bool:
 
 def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
                    names=("a", "b"), mesh=None, moments_a=None, moments_b=None,
-                   **kernel_kw) -> cor.MatchResult:
+                   progress: bool = False, **kernel_kw) -> cor.MatchResult:
   """``match`` via sketch-and-rescore (see the module docstring).
 
   Args:
@@ -378,6 +387,7 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
     sketch: a ``SketchConfig``.
     names, mesh, moments_a, moments_b, **kernel_kw: as in ``match`` (the mesh and
       block sizes are used by the candidate search).
+    progress: tqdm bars over the chunks of the two host passes.
 
   Returns:
     A ``MatchResult`` whose r are exact Pearson r over all T units.
@@ -406,7 +416,8 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
     y_a = (_fold_device(a, g_d, s_d, width=w, step=step) - s1 * mu_a) * s_a
     y_b = (_fold_device(b, g_d, s_d, width=w, step=step) - s1 * mu_b) * s_b
   else:
-    sk_a, sk_b, s1 = _sketch(src_a, src_b, t, w, tc, sketch.seed)
+    sk_a, sk_b, s1 = _sketch(src_a, src_b, t, w, tc, sketch.seed,
+                             desc=f"sketch {names[0]} ~ {names[1]}" if progress else None)
     y_a = ((sk_a - s1[:, None] * mu_a) * s_a).astype(np.float32)      # S Z_a
     y_b = ((sk_b - s1[:, None] * mu_b) * s_b).astype(np.float32)
   # Candidates: top-c by the sketch columns' Pearson r (excluded neurons are
@@ -432,7 +443,8 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
                                    jnp.asarray(pair_b), step=RESCORE_UNITS)
   else:
     acc_a, acc_p = _rescore_host(src_a, src_b, mu_a, mu_b, np.maximum(dense, 0),
-                                 res_i, res_j, tc)
+                                 res_i, res_j, tc,
+                                 desc=f"rescore {names[0]} ~ {names[1]}" if progress else None)
   # Every rescored pair, with its exact r; then each neuron's top-k among its pairs.
   ia = np.concatenate([np.repeat(np.arange(na), k), res_i]).astype(np.int64)
   jb = np.concatenate([dense.reshape(-1), res_j]).astype(np.int64)
