@@ -1,5 +1,6 @@
 """The sketch route's host passes and candidate search against plain NumPy."""
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ def threads(request, monkeypatch):
   hostpass._pool.cache_clear()
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
 def test_fold_matches_reference(threads, dtype, monkeypatch):
   """Bucket sums equal the definition, with tiles that do not divide the width
   and a short last chunk whose padding rows wrap around with sign 0."""
@@ -34,7 +35,7 @@ def test_fold_matches_reference(threads, dtype, monkeypatch):
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
 def test_rescore_matches_float64(threads, dtype, monkeypatch):
   """Centred cross products of dense slots and pairs, tiles not dividing T,
   float16 inputs centred in float32."""
