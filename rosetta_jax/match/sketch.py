@@ -28,8 +28,8 @@ cache-sized tiles by threaded NumPy (``hostpass.py``): the fold reads each
 activation once (~10 GB/s on the 2-core test machine), the rescoring costs
 ~0.4 ns per gathered value per thread, and the candidate search is one matmul
 of the sketches (``_candidates_host``). At T=262144, N=4096 (the issue's size)
-the exact kernel took 44 s there and this route 2.4-3.7 s: fold 0.7, candidate
-search 0.35, rescoring 1.3 (docs/matcher.md). On an H100 the exact kernel runs at ~50 TFLOP/s
+the exact kernel took 44 s there and this route 2.9 s (median; the rescoring
+about half of it, docs/matcher.md). On an H100 the exact kernel runs at ~50 TFLOP/s
 (float32, full precision) and the device route's passes at 0.3-0.7 TB/s: at
 T=262144, N=4096 the route took 65 ms against 209 ms exact (3.2x), the
 rescoring 34 ms of it.
