@@ -1,8 +1,17 @@
 """Document-bootstrap re-matching equals brute-force matching of the resampled data."""
 import numpy as np
+import pytest
 
 from rosetta_jax.match import match, mutual_pairs
 from rosetta_jax.analysis import bootstrap
+
+
+@pytest.fixture(autouse=True, params=["host", "xla"])
+def stats_path(request, monkeypatch):
+  """Every test runs on both ``doc_stats`` paths: the host pass (documents in
+  runs of units) and the XLA segment sums (any document order)."""
+  monkeypatch.setattr(bootstrap, "HOST_MIN_RUN", 1 if request.param == "host" else 10**9)
+  return request.param
 
 
 def brute_mutual_count(a, b, k=1):
@@ -77,3 +86,28 @@ def test_weights_shape_and_seed():
   w = bootstrap.bootstrap_weights(7, 5, seed=0)
   assert w.shape == (5, 7) and np.all(w.sum(1) == 7)
   assert np.array_equal(w, bootstrap.bootstrap_weights(7, 5, seed=0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_host_and_xla_stats_agree(threads, monkeypatch):
+  """The host pass equals the XLA segment sums: documents that recur in two
+  runs, steps that split documents, missing (-1) candidates, a constant neuron."""
+  from rosetta_jax.match import hostpass
+  monkeypatch.setattr(hostpass, "num_threads", lambda: threads)
+  monkeypatch.setattr(hostpass, "TILE_BYTES", 4 * 2 * 23 * 5)      # 5-unit tiles
+  monkeypatch.setattr(bootstrap, "HOST_CHUNK_BYTES", 4 * 13 * 40)  # 40-unit steps
+  hostpass._pool.cache_clear()
+  a, b, _ = data(seed=3, docs=12, per=9)
+  doc = np.concatenate([np.repeat(np.arange(6), 9), np.repeat(np.arange(6), 9)])
+  rng = np.random.default_rng(3)
+  cand_a, cand_b = rng.integers(0, 13, (10, 3)), rng.integers(0, 10, (13, 3))
+  cand_a[2, 1:] = -1
+  monkeypatch.setattr(bootstrap, "HOST_MIN_RUN", 1)
+  host = bootstrap.doc_stats(a, b, doc, cand_a, cand_b, num_docs=7)
+  monkeypatch.setattr(bootstrap, "HOST_MIN_RUN", 10**9)
+  ref = bootstrap.doc_stats(a, b, doc, cand_a, cand_b, num_docs=7)
+  for name in ("n", "sa", "saa", "sb", "sbb", "sab", "sba"):
+    np.testing.assert_allclose(getattr(host, name), getattr(ref, name), rtol=1e-5,
+                               atol=1e-5, err_msg=name)
+  assert host.n[6] == 0 and host.n[:6].tolist() == [18] * 6
+  hostpass._pool.cache_clear()

@@ -5,7 +5,11 @@ Re-running the full matcher for every resample costs B * 2*T*Na*Nb flops. Instea
 1. One pass over the data accumulates per-document sufficient statistics of each
    neuron (sum z, sum z^2) and of each neuron's ``c`` candidate partners (sum
    z_a*z_b), the candidates being its top-c neighbours on the full data (from the
-   matcher's top-k lists). Cost: O(T * (Na + Nb) * c).
+   matcher's top-k lists). Cost: O(T * (Na + Nb) * c). When the documents lie
+   in runs of units (as recorded stores have them) this runs as tiled NumPy on
+   the host (``hostpass.doc_sums``: 1.7 s against 7.8-9.7 s for the XLA segment
+   sums at T=65536, N=2304, c=8 on the 2-core test machine); otherwise as XLA
+   segment sums.
 2. A resample is a vector of document multiplicities w [D]; every weighted
    correlation of every candidate pair is then ``w @ stats``: one small matmul
    for all B resamples together, O(B * D * N * c).
@@ -24,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rosetta_jax.match import sources
+from rosetta_jax.match import hostpass, sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,15 +86,50 @@ def doc_stats(a, b, doc_index, cand_a, cand_b, num_docs: int | None = None,
     return m.mean, np.where(sd > 0, sd, 1.0)
   (mu_a, sd_a), (mu_b, sd_b) = scale(src_a), scale(src_b)
   ca, cb = np.maximum(cand_a, 0).astype(np.int32), np.maximum(cand_b, 0).astype(np.int32)
-  acc = None
-  for s in range(0, src_a.num_units, chunk):
-    e = min(s + chunk, src_a.num_units)
-    za = ((np.asarray(src_a.read(s, e), np.float64) - mu_a) / sd_a).astype(np.float32)
-    zb = ((np.asarray(src_b.read(s, e), np.float64) - mu_b) / sd_b).astype(np.float32)
-    out = _chunk_stats(za, zb, doc_index[s:e].astype(np.int32), ca, cb, d)
-    out = [np.asarray(o, dtype=np.float64) for o in out]
-    acc = out if acc is None else [x + y for x, y in zip(acc, out)]
+  starts = np.flatnonzero(np.diff(doc_index)) + 1
+  if len(starts) + 1 <= max(1, len(doc_index) // HOST_MIN_RUN):
+    acc = _doc_stats_host(src_a, src_b, doc_index, starts, mu_a, sd_a, mu_b, sd_b, ca, cb, d)
+  else:
+    acc = None
+    for s in range(0, src_a.num_units, chunk):
+      e = min(s + chunk, src_a.num_units)
+      za = ((np.asarray(src_a.read(s, e), np.float64) - mu_a) / sd_a).astype(np.float32)
+      zb = ((np.asarray(src_b.read(s, e), np.float64) - mu_b) / sd_b).astype(np.float32)
+      out = _chunk_stats(za, zb, doc_index[s:e].astype(np.int32), ca, cb, d)
+      out = [np.asarray(o, dtype=np.float64) for o in out]
+      acc = out if acc is None else [x + y for x, y in zip(acc, out)]
   return DocStats(*acc, cand_a=np.asarray(cand_a), cand_b=np.asarray(cand_b))
+
+
+HOST_MIN_RUN = 16          # documents at least this long on average: the host pass
+HOST_CHUNK_BYTES = 512 << 20   # units read per host step: this many bytes of one side
+
+
+def _doc_stats_host(src_a, src_b, doc_index, starts, mu_a, sd_a, mu_b, sd_b, ca, cb, d):
+  """``doc_stats`` for documents in runs of units, by ``hostpass.doc_sums``.
+
+  Sums of centred values are taken per document in cache-sized tiles (one read
+  of the data, gathers at ~0.4 ns per value on the 2-core test machine against
+  2-3 ns for the XLA gather of ``_chunk_stats``), then scaled by the standard
+  deviations in float64: the same statistics of z = (x - mean) / sd.
+  """
+  t = len(doc_index)
+  na, nb, c = len(mu_a), len(mu_b), ca.shape[1]
+  out = {"n": np.zeros(d), "sa": np.zeros((d, na)), "saa": np.zeros((d, na)),
+         "sb": np.zeros((d, nb)), "sbb": np.zeros((d, nb)),
+         "sab": np.zeros((d, na, c)), "sba": np.zeros((d, nb, cb.shape[1]))}
+  edges = np.concatenate([[0], starts, [t]])
+  step = max(1, HOST_CHUNK_BYTES // (4 * max(na, nb)))
+  for s in range(0, t, step):
+    e = min(s + step, t)
+    lo, hi = np.searchsorted(edges, s, "right") - 1, np.searchsorted(edges, e, "left")
+    runs = [(max(edges[i], s) - s, min(edges[i + 1], e) - s, int(doc_index[edges[i]]))
+            for i in range(lo, hi) if min(edges[i + 1], e) > max(edges[i], s)]
+    hostpass.doc_sums(np.asarray(src_a.read(s, e)), np.asarray(src_b.read(s, e)),
+                      mu_a, mu_b, ca, cb, runs, out)
+  return [out["n"], out["sa"] / sd_a, out["saa"] / sd_a ** 2, out["sb"] / sd_b,
+          out["sbb"] / sd_b ** 2, out["sab"] / (sd_a[:, None] * sd_b[ca]),
+          out["sba"] / (sd_b[:, None] * sd_a[cb])]
 
 
 def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,

@@ -223,3 +223,59 @@ def moments(x: np.ndarray):
 
   spans = _spans(t, min(num_threads(), max(1, t // rows)))
   return _run([functools.partial(work, *sp) for sp in spans])
+
+
+def doc_sums(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
+             cand_a: np.ndarray, cand_b: np.ndarray, runs, out) -> None:
+  """Adds per-document sums of centred activations and candidate products.
+
+  Args:
+    xa, xb: [t, Na], [t, Nb] activations of one chunk of units.
+    mu_a, mu_b: [Na], [Nb] means subtracted first.
+    cand_a, cand_b: [Na, c], [Nb, c] in-range candidate indices into the other side.
+    runs: (start, stop, doc) row ranges of the chunk, one document each.
+    out: dict of float64 accumulators, updated in place: "n" [D], "sa", "saa"
+      [D, Na], "sb", "sbb" [D, Nb], "sab" [D, Na, c], "sba" [D, Nb, c]; with
+      za = xa - mu_a, zb = xb - mu_b: sums over the run's units of za, za^2, zb,
+      zb^2, za[:, i] * zb[:, cand_a[i, s]] and zb[:, j] * za[:, cand_b[j, s]].
+
+  Each run is walked in tiles of ``rows`` units (both sides centred into cache,
+  one gather per candidate slot, ``einsum`` products), summed in float32 per
+  tile and added in float64. Threads own disjoint documents (doc % threads),
+  so no two threads write the same accumulator row.
+  """
+  na, nb = xa.shape[1], xb.shape[1]
+  c = cand_a.shape[1]
+  mu_a = np.asarray(mu_a, np.float32)
+  mu_b = np.asarray(mu_b, np.float32)
+  cols_a = [np.ascontiguousarray(cand_a[:, s], np.intp) for s in range(c)]
+  cols_b = [np.ascontiguousarray(cand_b[:, s], np.intp) for s in range(cand_b.shape[1])]
+  rows = max(1, TILE_BYTES // (4 * 2 * (na + nb)))
+  threads = num_threads()
+
+  def work(part):
+    za = np.empty((rows, na), np.float32)
+    zb = np.empty((rows, nb), np.float32)
+    ga = np.empty((rows, nb), np.float32)
+    gb = np.empty((rows, na), np.float32)
+    for u0, u1, d in runs:
+      if d % threads != part:
+        continue
+      out["n"][d] += u1 - u0
+      for t0 in range(u0, u1, rows):
+        m = min(rows, u1 - t0)
+        a, b = za[:m], zb[:m]
+        np.subtract(xa[t0:t0 + m], mu_a, out=a, casting="unsafe")
+        np.subtract(xb[t0:t0 + m], mu_b, out=b, casting="unsafe")
+        out["sa"][d] += a.sum(axis=0)
+        out["sb"][d] += b.sum(axis=0)
+        out["saa"][d] += np.einsum("ij,ij->j", a, a)
+        out["sbb"][d] += np.einsum("ij,ij->j", b, b)
+        for s, col in enumerate(cols_a):
+          np.take(b, col, axis=1, out=gb[:m], mode="wrap")
+          out["sab"][d, :, s] += np.einsum("ij,ij->j", a, gb[:m])
+        for s, col in enumerate(cols_b):
+          np.take(a, col, axis=1, out=ga[:m], mode="wrap")
+          out["sba"][d, :, s] += np.einsum("ij,ij->j", b, ga[:m])
+
+  _run([functools.partial(work, p) for p in range(threads)])
