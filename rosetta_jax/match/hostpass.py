@@ -1,8 +1,11 @@
-"""The sketch route's two memory-bound passes on the host, in cache-sized tiles.
+"""Memory-bound passes over activations on the host, in cache-sized tiles.
 
 Sketch-and-rescore (``sketch.py``) reads the activations twice: once to fold
-the unit axis into a CountSketch, once to rescore candidate pairs exactly. Both
-passes are gathers plus a few flops per value, so on a CPU they are bound by
+the unit axis into a CountSketch (``fold``), once to rescore candidate pairs
+exactly (``rescore``); per-neuron moments (``moments``, for
+``Moments.from_host``) and the document bootstrap's per-document candidate
+sums (``doc_sums``, for ``analysis.bootstrap``) are passes of the same kind.
+All are gathers or reductions plus a few flops per value, so on a CPU they are bound by
 how many bytes travel between memory and the cores, not by arithmetic. Written
 naively (one gather over a whole chunk, then a multiply, then a reduction, each
 a full pass over a 100 MB temporary) they ran at ~3 GB/s on the 2-core test
