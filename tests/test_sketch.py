@@ -141,3 +141,25 @@ def test_sketch_progress_bars_and_result_unchanged(capsys):
   assert "sketch m1 ~ m2" in err and "rescore m1 ~ m2" in err and "3/3" in err
   np.testing.assert_array_equal(loud.a_to_b_idx, quiet.a_to_b_idx)
   np.testing.assert_array_equal(loud.a_to_b_r, quiet.a_to_b_r)
+
+
+def test_accelerator_backend_keeps_the_exact_candidate_search(monkeypatch):
+  """With a non-CPU default backend, numpy inputs still take the host passes but
+  the candidate search stays the exact kernel (the host search's transposed
+  top_k is the pattern a GPU miscompiled); on a CPU the host search runs."""
+  import jax
+  from rosetta_jax.match import sketch as sk_mod
+  calls = []
+  real = sk_mod._candidates_host
+  monkeypatch.setattr(sk_mod, "_candidates_host",
+                      lambda *x, **kw: calls.append(1) or real(*x, **kw))
+  a, b = _sparse_pair(t=2000, n=30, planted=15, seed=4)
+  cfg = SketchConfig(width=128, candidates=3, margin=None)
+  on_cpu = match(a, b, k=1, sketch=cfg)
+  assert calls
+  calls.clear()
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  other = match(a, b, k=1, sketch=cfg)
+  assert not calls
+  np.testing.assert_array_equal(other.a_to_b_idx, on_cpu.a_to_b_idx)
+  np.testing.assert_allclose(other.a_to_b_r, on_cpu.a_to_b_r, atol=1e-6)

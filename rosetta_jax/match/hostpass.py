@@ -134,12 +134,13 @@ def rescore(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
   cols = [np.ascontiguousarray(cand[:, s], np.intp) for s in range(k)]
   pa = np.asarray(pair_a, np.intp)
   pb = np.asarray(pair_b, np.intp)
-  rows = max(1, TILE_BYTES // (4 * (na + nb + max(na, 2 * npairs))))
+  rows = max(1, TILE_BYTES // (4 * (2 * na + nb + 2 * npairs)))
 
   def work(u0, u1):
     za = np.empty((rows, na), np.float32)
     zb = np.empty((rows, nb), np.float32)
-    ga = np.empty((rows, max(na, npairs)), np.float32)
+    gd = np.empty((rows, na), np.float32)       # contiguous row prefixes: take()
+    ga = np.empty((rows, npairs), np.float32)   # writes them without a buffer
     gb = np.empty((rows, npairs), np.float32)
     dense = np.zeros((na, k), np.float64)
     pairs = np.zeros(npairs, np.float64)
@@ -149,11 +150,11 @@ def rescore(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
       np.subtract(xa[t0:t0 + m], mu_a, out=a, casting="unsafe")
       np.subtract(xb[t0:t0 + m], mu_b, out=b, casting="unsafe")
       for s in range(k):
-        g = ga[:m, :na]
+        g = gd[:m]
         np.take(b, cols[s], axis=1, out=g, mode="wrap")
         dense[:, s] += np.einsum("ij,ij->j", a, g)
       if npairs:
-        g1, g2 = ga[:m, :npairs], gb[:m]
+        g1, g2 = ga[:m], gb[:m]
         np.take(a, pa, axis=1, out=g1, mode="wrap")
         np.take(b, pb, axis=1, out=g2, mode="wrap")
         pairs += np.einsum("ij,ij->j", g1, g2)

@@ -421,10 +421,13 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
     y_a = ((sk_a - s1[:, None] * mu_a) * s_a).astype(np.float32)      # S Z_a
     y_b = ((sk_b - s1[:, None] * mu_b) * s_b).astype(np.float32)
   # Candidates: top-c by the sketch columns' Pearson r (excluded neurons are
-  # all-zero columns there, hence constant, hence excluded again). On the host
-  # a dedicated search; on a device or a mesh, the exact kernel on the sketch.
+  # all-zero columns there, hence constant, hence excluded again). On a CPU a
+  # dedicated search; on an accelerator or a mesh, the exact kernel on the sketch.
   c = min(sketch.candidates, max(na, nb))
-  if on_device or mesh is not None:
+  if on_device or mesh is not None or jax.default_backend() != "cpu":
+    # The host search's jit would run on the default backend: on a GPU it is
+    # the transposed top_k in a loop that the H100 miscompiled, so devices keep
+    # the exact kernel there (numpy inputs on a GPU machine included).
     cand = match(y_a, y_b, k=c, mesh=mesh, names=names, **kernel_kw)
     cand_a, r_a, cand_b, r_b = cand.a_to_b_idx, cand.a_to_b_r, cand.b_to_a_idx, cand.b_to_a_r
   else:
