@@ -11,9 +11,9 @@ axis first:
    ``<S x, S y>`` is an unbiased estimate of ``<x, y>``. Centering is applied
    after sketching (``S(x - mu) = S x - (S 1) mu``), so one pass suffices.
 2. Candidates (2 width Na Nb flops): the Pearson r of the sketched columns,
-   keeping the top ``candidates`` (c) of every neuron in both directions (on the
-   host one matmul per block plus ``lax.top_k``, ``_candidates_host``; on a
-   device or a mesh the exact kernel, ``match``, on the sketches).
+   keeping the top ``candidates`` (c) of every neuron in both directions (on a
+   CPU one matmul per block plus ``lax.top_k``, ``_candidates_host``; with an
+   accelerator backend or a mesh the exact kernel, ``match``, on the sketches).
 3. Rescore (O(T (Na k + P))): the exact Pearson r of candidate pairs over all T
    units, in a second streaming pass. Each A neuron's first k candidates are
    rescored slot by slot (one column gather of B per slot, A's columns used in
@@ -265,8 +265,8 @@ def _candidates_host(y_a, y_b, c, precision=None):
   and of its columns. On the 2-core test machine, at width 2048 and N=4096,
   this takes 0.35-0.4 s against 0.6 s for ``match(k=4)``, whose column merge
   (k rounds of argmax along axis 0, 51 ms each on 4096 x 4096 here) replaced a
-  transposed ``top_k`` that a GPU miscompiled inside the kernel's loop; on a
-  device or a mesh the sketch route keeps ``match``.
+  transposed ``top_k`` that a GPU miscompiled inside the kernel's loop; with an
+  accelerator backend or a mesh the sketch route keeps ``match``.
 
   ``precision`` is the matmul's (``match``'s ``precision``); the search always
   runs in float32 (``compute_dtype`` applies to the exact kernel only).
