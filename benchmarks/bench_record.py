@@ -31,7 +31,7 @@ import time
 import jax
 import numpy as np
 
-from rosetta_jax import record as R
+from rosetta_jax import recording as R
 from rosetta_jax.data.corpus import Document, load_corpus
 from rosetta_jax.data.tokenizer import train_bpe
 from rosetta_jax.models.base import Model

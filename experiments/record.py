@@ -49,7 +49,7 @@ def main(argv):
 
   from rosetta_jax.data.corpus import load_corpus
   from rosetta_jax.models import load_model
-  from rosetta_jax.record import record
+  from rosetta_jax.recording import record
 
   os.makedirs(FLAGS.workdir, exist_ok=True)
   config = {k: FLAGS[k].value for k in ("model", "corpus", "split", "sites", "align_with",

@@ -15,12 +15,18 @@ Everything else lives in submodules a user rarely imports: ``models``, ``data``,
 ``match``, ``analysis``, ``studies``, ``zoo``, ``report``.
 """
 
-from rosetta_jax import record  # noqa: F401  (a callable module: rj.record(model, docs, ...))
-from rosetta_jax.analysis.scaling import PowerLawFit, fit_power_law  # noqa: F401
-from rosetta_jax.data.corpus import Document, load_corpus  # noqa: F401
-from rosetta_jax.match import (Matches, MatchResult, SketchConfig,  # noqa: F401
-                               find_rosetta, find_rosetta_zoo, match, mutual_pairs)
-from rosetta_jax.match.plan import plan_match  # noqa: F401
-from rosetta_jax.models import load_model  # noqa: F401
-from rosetta_jax.models.base import Model  # noqa: F401
-from rosetta_jax.store import open_store  # noqa: F401
+from rosetta_jax.analysis.scaling import PowerLawFit, fit_power_law
+from rosetta_jax.data.corpus import Document, load_corpus
+from rosetta_jax.match import (Matches, MatchResult, SketchConfig, find_rosetta,
+                               find_rosetta_zoo, match, mutual_pairs)
+from rosetta_jax.match.plan import plan_match
+from rosetta_jax.models import load_model
+from rosetta_jax.models.base import Model
+from rosetta_jax.recording import record
+from rosetta_jax.store import open_store
+
+__all__ = [
+    "Document", "Matches", "MatchResult", "Model", "PowerLawFit", "SketchConfig",
+    "find_rosetta", "find_rosetta_zoo", "fit_power_law", "load_corpus", "load_model",
+    "match", "mutual_pairs", "open_store", "plan_match", "record",
+]

@@ -26,7 +26,7 @@ SHAPES = {"smollm2-135m": (LlamaConfig, 30, 1536),
 @pytest.mark.slow
 def test_cross_tokenizer_match_smollm2_vs_qwen05(tmp_path):
   """Canonical byte spans across two tokenizers; three layers each; sane pairs."""
-  from rosetta_jax import record as record_lib
+  from rosetta_jax import recording as record_lib
   from rosetta_jax.match import find_rosetta
   a, b = load_model("offline:smollm2-135m"), load_model("offline:qwen2.5-coder-0.5b")
   docs = common.study_documents(dataclasses.replace(

@@ -1,4 +1,4 @@
-"""The streaming recorder (rosetta_jax/record.py) on a tiny random GPT-NeoX."""
+"""The streaming recorder (rosetta_jax/recording.py) on a tiny random GPT-NeoX."""
 
 import dataclasses
 import json
@@ -19,7 +19,7 @@ from rosetta_jax.data.corpus import Document, load_corpus
 from rosetta_jax.data.tokenizer import Tokenizer, train_bpe
 from rosetta_jax.models.base import Model
 from rosetta_jax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
-from rosetta_jax.record import record
+from rosetta_jax.recording import record
 
 SITES = ("layer_0/mlp", "layer_1/mlp")
 SETTINGS = dict(batch_size=4, max_len=48, progress=False, commit_interval_s=0)
@@ -148,7 +148,7 @@ from rosetta_jax.data.corpus import Document
 from rosetta_jax.data.tokenizer import Tokenizer
 from rosetta_jax.models.base import Model
 from rosetta_jax.models.gpt_neox import GPTNeoX, GPTNeoXConfig
-from rosetta_jax.record import record
+from rosetta_jax.recording import record
 
 art = sys.argv[1]
 spec = json.load(open(f"{art}/spec.json"))

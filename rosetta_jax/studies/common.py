@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rosetta_jax import record as record_lib
+from rosetta_jax import recording as record_lib
 from rosetta_jax import store as store_lib
 from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.models import base

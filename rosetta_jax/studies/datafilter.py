@@ -24,7 +24,7 @@ import os
 import numpy as np
 import plotly.graph_objects as go
 
-from rosetta_jax import record as record_lib
+from rosetta_jax import recording as record_lib
 from rosetta_jax.analysis import bootstrap, datafilter
 from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.report.html import Report

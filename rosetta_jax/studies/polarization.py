@@ -21,7 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 from absl import logging
 
-from rosetta_jax import record as record_lib
+from rosetta_jax import recording as record_lib
 from rosetta_jax.analysis import bootstrap, polarization as pol, selectivity as sel
 from rosetta_jax.data import align as align_lib
 from rosetta_jax.match.sources import ConcatSource

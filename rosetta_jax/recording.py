@@ -28,9 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import sys
 import time
-import types
 from typing import Sequence
 
 import jax
@@ -358,14 +356,3 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
     if bar is not None:
       bar.close()
   return store_lib.open_store(store_dir)
-
-
-class _CallableModule(types.ModuleType):
-  """Lets ``rosetta_jax.record(...)`` call ``record`` while ``rosetta_jax.record``
-  stays this module (``from rosetta_jax import record as record_lib`` still works)."""
-
-  def __call__(self, *args, **kwargs):
-    return record(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
