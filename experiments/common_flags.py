@@ -1,62 +1,96 @@
-"""Flags every study binary shares, defined once, and the config they select.
+"""What every binary shares: the run flags, the config flags derived from its
+dataclass, and one error handler.
 
-A binary imports this module (which defines ``--workdir``, ``--preset``,
-``--models``, ``--bootstrap``, ``--depths``, ``--config`` and ``--progress``), adds its own
-flags, and calls ``study_config()`` in ``main``.
+A binary imports this module, derives its config's flags
+(``define_study_flags()`` for the studies' ``StudyConfig``, or
+``config_lib.define_flags(SomeConfig)``), adopts this module's and the config
+module's flags as its own (so ``--helpshort`` lists them), and runs ``main``
+through ``run``. Errors a user can fix (a bad flag, a missing file, a
+refused workdir) end the run with one line naming the flag, path or field; set
+``--verbose`` (or ROSETTA_JAX_VERBOSE=1) for the traceback.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
+import re
+import sys
 
 from absl import app, flags, logging
 
-from rosetta_jax.zoo import config as config_lib
+from rosetta_jax.studies import config as config_lib
 
 WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (shared by the studies).",
                               required=True)
-PRESET = flags.DEFINE_enum("preset", "tiny", sorted(config_lib.PRESETS), "Named config.")
-MODELS = flags.DEFINE_string("models", "zoo", "'zoo', or comma-separated model dirs/names.")
-BOOTSTRAP = flags.DEFINE_integer("bootstrap", None, "Document-bootstrap resamples.")
+PRESET = flags.DEFINE_string("preset", "tiny", "Named config (tiny, default, paper).")
+CONFIG = flags.DEFINE_string("config", None, "A config.json to use instead of --preset "
+                             "(e.g. <workdir>/config.json of an earlier run).")
 PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
-DEPTHS = flags.DEFINE_list("depths", None,
-                           "Relative depths in [0, 1] of the layers to study, each model's "
-                           "nearest layer (e.g. 0,0.5,1); default: every layer.")
-CONFIG = flags.DEFINE_string("config", None, "A study config.json to use instead of --preset "
-                             "(e.g. <workdir>/config.json of an earlier scaling run).")
+VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an error.")
+
+
+def define_study_flags() -> None:
+  """--models and one flag per ``StudyConfig`` field (the study binaries' flags)."""
+  if "models" not in flags.FLAGS:
+    flags.DEFINE_string("models", "zoo", "'zoo', or comma-separated model dirs, offline: "
+                        "names or GGUF files ('A+B,C+D' pairs within groups).")
+  config_lib.define_flags(config_lib.StudyConfig)
+
+
+def models() -> str:
+  return flags.FLAGS.models
+
+
+def quiet_logs() -> None:
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)     # orbax/jax INFO lines drown the progress bars
+
+
+def make_config(argv, cls=config_lib.StudyConfig, presets=None, preset=None, path=None,
+                skip=(), **overrides):
+  """The config of --config (or ``path``) or --preset (or ``preset``), with the
+  derived flags and ``overrides`` applied."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  quiet_logs()
+  presets = config_lib.PRESETS if presets is None else presets
+  path = CONFIG.value if path is None else path
+  base = (config_lib.load_config(path, cls) if path
+          else config_lib.get_preset(preset or PRESET.value, presets))
+  cfg = config_lib.apply_flags(base, skip=skip, **overrides)
+  logging.info("config: %s", json.dumps(config_lib.to_dict(cfg)))
+  return cfg
 
 
 def study_config(argv, **overrides) -> config_lib.StudyConfig:
-  """The StudyConfig of --config or --preset, with --bootstrap and ``overrides``
-  (None values ignored). Also quiets INFO logs unless --verbosity was given."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)     # orbax/jax INFO lines drown the progress bars
-  try:
-    cfg = (config_lib.load_study_config(CONFIG.value) if CONFIG.value
-           else config_lib.get_preset(PRESET.value))
-  except (OSError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
-  depths = None
-  if DEPTHS.value is not None:
+  return make_config(argv, **overrides)
+
+
+def _flag_message(e: Exception) -> str:
+  """A ConfigError's 'field: message' as '--field: message' when the field is a flag."""
+  msg = str(e)
+  m = re.match(r"^([A-Za-z_][\w.]*): ", msg)
+  if m and m.group(1).replace(".", "_") in flags.FLAGS:
+    return "--" + m.group(1).replace(".", "_") + msg[len(m.group(1)):]
+  return msg
+
+
+def run(main) -> None:
+  """``app.run(main)`` with errors a user can fix reported in one line."""
+  def wrapped(argv):
     try:
-      depths = tuple(float(d) for d in DEPTHS.value)
-    except ValueError:
-      raise app.UsageError(f"--depths must be numbers in [0, 1], got {DEPTHS.value}") from None
-    if not all(0.0 <= d <= 1.0 for d in depths):
-      raise app.UsageError(f"--depths must be numbers in [0, 1], got {DEPTHS.value}")
-  overrides = {"bootstrap": BOOTSTRAP.value, "depths": depths, **overrides}
-  overrides = {k: v for k, v in overrides.items() if v is not None}
-  if overrides.get("bootstrap", 2) < 2:
-    raise app.UsageError("--bootstrap must be >= 2")
-  if overrides.get("k", 1) < 1:
-    raise app.UsageError("--k must be >= 1")
-  if min(overrides.get("record_docs", 0), overrides.get("record_chars", 0)) < 0:
-    raise app.UsageError("--record_docs and --record_chars must be >= 0")
-  if min(overrides.get("record_len", 1), overrides.get("record_batch", 1)) < 1:
-    raise app.UsageError("--record_len and --record_batch must be >= 1")
-  cfg = dataclasses.replace(cfg, **overrides)
-  logging.info("config: %s", json.dumps(config_lib.to_dict(cfg)))
-  return cfg
+      return main(argv)
+    except app.UsageError:
+      raise
+    except config_lib.ConfigError as e:
+      if VERBOSE.value or os.environ.get("ROSETTA_JAX_VERBOSE"):
+        raise
+      raise app.UsageError(_flag_message(e)) from None
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError, OSError) as e:
+      if VERBOSE.value or os.environ.get("ROSETTA_JAX_VERBOSE"):
+        raise
+      print(f"error: {type(e).__name__}: {e}\n(run with --verbose for the traceback)",
+            file=sys.stderr)
+      sys.exit(1)
+  app.run(wrapped)

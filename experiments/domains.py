@@ -10,27 +10,32 @@ after the polarization study (it reuses its cached neuron statistics). The
 result to look for: a positive slope of the specialised share minus controls.
 
 Shares ``--workdir`` with ``experiments.scaling`` (zoo, activation stores and
-Rosetta pairs are reused, or made if missing); this study's ``config.json``,
-``results.json`` and ``report.html`` go to ``<workdir>/domains/``. Re-running
+Rosetta pairs are reused, or made if missing); this study's ``results.json`` and
+``report.html`` go to ``<workdir>/domains/``. Re-running
 resumes; a workdir holding another config is an error.
 """
-
 from __future__ import annotations
 
-from absl import app
+from absl import flags
 
 from experiments import common_flags as cf
-from rosetta_jax.studies import domains as study
+from rosetta_jax.studies import context, registry
+
+cf.define_study_flags()
+flags.adopt_module_key_flags(cf)
+flags.adopt_module_key_flags(cf.config_lib)
 
 
 def main(argv):
-  cfg = cf.study_config(argv)
-  res = study.run_domains(cfg, cf.WORKDIR.value, cf.MODELS.value, progress=cf.PROGRESS.value)
-  t = res["trend"]["specialised_difference"]
-  print(f"specialised share (Rosetta - controls): slope {t['slope']:+.3f} per ln N, "
-        f"95% CI [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]")
+  ctx = context.load_context(cf.study_config(argv), cf.WORKDIR.value, cf.models(),
+                             progress=cf.PROGRESS.value)
+  context.free_weights(ctx)
+  res = registry.run_study("domains", ctx)
+  for name, t in res.trend.items():
+    print(f"{name:24s} slope per ln N {t['slope']:+.3f}  95% CI [{t['ci'][0]:+.3f}, "
+          f"{t['ci'][1]:+.3f}]")
   print(f"wrote {cf.WORKDIR.value}/domains/results.json and report.html")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cf.run(main)

@@ -12,31 +12,33 @@ The result to look for: the thresholded null collapses to ~0 while the real
 counts and exponent are stable across criteria.
 
 Shares ``--workdir`` with ``experiments.scaling`` (zoo, activation stores and
-Rosetta pairs are reused, or made if missing); this study's ``config.json``,
-``results.json`` and ``report.html`` go to ``<workdir>/null_ablation/``. Re-running
+Rosetta pairs are reused, or made if missing); this study's ``results.json`` and
+``report.html`` go to ``<workdir>/null_ablation/``. Re-running
 resumes; a workdir holding another config is an error.
 """
-
 from __future__ import annotations
 
-import json
-
-from absl import app
+from absl import flags
 
 from experiments import common_flags as cf
-from rosetta_jax.studies import null_ablation as study
+from rosetta_jax.studies import context, registry
+
+cf.define_study_flags()
+flags.adopt_module_key_flags(cf)
+flags.adopt_module_key_flags(cf.config_lib)
 
 
 def main(argv):
-  cfg = cf.study_config(argv)
-  res = study.run_null_ablation(cfg, cf.WORKDIR.value, cf.MODELS.value, progress=cf.PROGRESS.value)
-  for name, v in res["variants"].items():
+  ctx = context.load_context(cf.study_config(argv), cf.WORKDIR.value, cf.models(),
+                             progress=cf.PROGRESS.value)
+  context.free_weights(ctx)
+  res = registry.run_study("null_ablation", ctx)
+  for name, v in res.variants.items():
     f = v["fit"]
     print(f"{name:14s} counts {v['counts']}  beta {f['beta']:.3f} "
           f"[{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]")
-  print("null/real by threshold:", json.dumps(res["null_threshold_ratio"]))
   print(f"wrote {cf.WORKDIR.value}/null_ablation/results.json and report.html")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cf.run(main)

@@ -11,27 +11,33 @@ About 1 minute after the scaling study on the tiny preset (2 CPU cores). The res
 to look for: d > 0 and a positive slope whose CI excludes 0.
 
 Shares ``--workdir`` with ``experiments.scaling`` (zoo, activation stores and
-Rosetta pairs are reused, or made if missing); this study's ``config.json``,
-``results.json`` and ``report.html`` go to ``<workdir>/polarization/``. Re-running
+Rosetta pairs are reused, or made if missing); this study's ``results.json`` and
+``report.html`` go to ``<workdir>/polarization/``. Re-running
 resumes; a workdir holding another config is an error.
 """
-
 from __future__ import annotations
 
-from absl import app
+from absl import flags
 
 from experiments import common_flags as cf
-from rosetta_jax.studies import polarization as study
+from rosetta_jax.studies import context, registry
+
+cf.define_study_flags()
+flags.adopt_module_key_flags(cf)
+flags.adopt_module_key_flags(cf.config_lib)
 
 
 def main(argv):
-  cfg = cf.study_config(argv)
-  res = study.run_polarization(cfg, cf.WORKDIR.value, cf.MODELS.value, progress=cf.PROGRESS.value)
-  for m, t in res["trend"].items():
-    print(f"{m:15s} slope of d per ln N {t['d']['slope']:+.3f}  "
-          f"95% CI [{t['d']['ci'][0]:+.3f}, {t['d']['ci'][1]:+.3f}]")
+  ctx = context.load_context(cf.study_config(argv), cf.WORKDIR.value, cf.models(),
+                             progress=cf.PROGRESS.value)
+  context.free_weights(ctx)
+  res = registry.run_study("polarization", ctx)
+  for m, t in res.trend.items():
+    d = t["d"]
+    print(f"{m:14s} d slope per ln N {d['slope']:+.3f}  95% CI [{d['ci'][0]:+.3f}, "
+          f"{d['ci'][1]:+.3f}]")
   print(f"wrote {cf.WORKDIR.value}/polarization/results.json and report.html")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cf.run(main)

@@ -17,32 +17,41 @@ Rosetta pairs are reused, or made if missing); this study's ``config.json``,
 ``results.json`` and ``report.html`` go to ``<workdir>/reproduce/``. Re-running
 resumes; a workdir holding another config is an error.
 """
-
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import common_flags as cf
-from rosetta_jax.studies import reproduce as study
+from rosetta_jax.studies import context, reproduce, theory
 
+cf.define_study_flags()
+cf.config_lib.define_flags(cf.config_lib.FilterConfig)
+flags.adopt_module_key_flags(cf)
+flags.adopt_module_key_flags(cf.config_lib)
 _THEORY = flags.DEFINE_enum("theory", None, ["micro", "tiny", "default"],
-                            "Theory sweep size (default: the preset's, tiny for tiny).")
+                            "Theory sweep preset (default: the study preset's; tiny for tiny).")
 _NO_THEORY = flags.DEFINE_bool("skip_theory", False, "Skip the theory comparison.")
 _NO_FILTER = flags.DEFINE_bool("skip_data_filter", False,
-                               "Skip the data-filtering study (claim 6; zoo only).")
+                               "Skip the data-selection study (claim 6; zoo only).")
 
 
 def main(argv):
   cfg = cf.study_config(argv)
-  theory = None if _NO_THEORY.value else (
-      _THEORY.value or ("default" if cf.PRESET.value != "tiny" else "tiny"))
-  res = study.run_reproduce(cfg, cf.WORKDIR.value, cf.MODELS.value, progress=cf.PROGRESS.value,
-                            theory=theory, log=logging.info,
-                            data_filter=not _NO_FILTER.value)
-  for r in res["summary"]:
-    print(f"{r['claim']:75s} {r['measured']:24s} {r['ci']:18s} {r['agrees']}")
+  fcfg = cf.config_lib.apply_flags(cf.config_lib.FilterConfig())
+  studies = [s for s in reproduce.ORDER
+             if not (s == "theory" and _NO_THEORY.value)
+             and not (s == "data_filter" and (_NO_FILTER.value or cf.models() != "zoo"))]
+  configs = {"data_filter": fcfg}
+  if "theory" in studies:
+    configs["theory"] = theory.default_config(
+        _THEORY.value or ("default" if cf.PRESET.value != "tiny" else "tiny"))
+  ctx = context.load_context(cfg, cf.WORKDIR.value, cf.models(), progress=cf.PROGRESS.value)
+  res = reproduce.run(ctx, studies, configs, log=logging.info)
+  reproduce.write(ctx, res)
+  for r in res.summary:
+    print(f"{r[0]:75s} {r[1]:24s} {r[2]:18s} {r[3]}")
   print(f"wrote {cf.WORKDIR.value}/reproduce/results.json and report.html")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cf.run(main)

@@ -15,7 +15,7 @@ Everything else lives in submodules a user rarely imports: ``models``, ``data``,
 ``match``, ``analysis``, ``studies``, ``zoo``, ``report``.
 """
 
-from rosetta_jax.analysis.scaling import PowerLawFit, fit_power_law
+from rosetta_jax.analysis.stats import PowerLawFit, fit_power_law
 from rosetta_jax.data.corpus import Document, load_corpus
 from rosetta_jax.match import (Matches, MatchResult, SketchConfig, find_rosetta,
                                find_rosetta_zoo, match, mutual_pairs)

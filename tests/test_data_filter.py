@@ -8,8 +8,8 @@ import pytest
 
 from rosetta_jax.analysis import datafilter
 from rosetta_jax.match.sources import ArraySource
+from rosetta_jax.studies import config, context, registry
 from rosetta_jax.studies import datafilter as study
-from rosetta_jax.zoo import config
 
 
 def test_selectivity_and_scores_on_constructed_neurons():
@@ -37,16 +37,17 @@ def test_selectivity_and_scores_on_constructed_neurons():
 
 def test_filter_config_validates():
   with pytest.raises(ValueError, match="select_fraction"):
-    study.FilterConfig(select_fraction=1.5)
+    config.FilterConfig(select_fraction=1.5)
 
 
 @pytest.mark.slow
 def test_smoke(tmp_path):
   from test_scaling_study import MICRO  # pylint: disable=g-import-not-at-top
-  fcfg = study.FilterConfig(pool_docs=80, pool_chars=400, steps=10, repeats=2, neurons=4)
-  res = study.run_data_filter(MICRO, fcfg, str(tmp_path), progress=False)
-  assert set(res["subsets"]) == set(study.SUBSETS)
-  for r in res["subsets"].values():
+  fcfg = config.FilterConfig(pool_docs=80, pool_chars=400, steps=10, repeats=2, neurons=4)
+  ctx = context.load_context(MICRO, str(tmp_path), progress=False)
+  res = registry.run_study("data_filter", ctx, fcfg)
+  assert set(res.subsets) == set(study.SUBSETS)
+  for r in res.subsets.values():
     assert 0 <= r["precision"] <= 1 and np.all(np.isfinite(r["target_loss"]))
   assert os.path.exists(tmp_path / "data_filter" / "report.html")
   with open(tmp_path / "data_filter" / "results.json") as f:

@@ -17,8 +17,8 @@ import pytest
 from rosetta_jax.match import find_rosetta
 from rosetta_jax.models import load_model
 from rosetta_jax.analysis import bootstrap
-from rosetta_jax.studies import common, scaling
-from rosetta_jax.zoo import config as config_lib
+from rosetta_jax.studies import config as config_lib
+from rosetta_jax.studies import context as common
 
 CFG = dataclasses.replace(config_lib.get_preset("tiny"), record_docs=16, record_chars=300,
                           record_len=128, bootstrap=40)
@@ -83,7 +83,8 @@ def test_minilm_l6_vs_l3_is_sane_and_beats_the_null(recorded):
   l6, l3, stores, docs = (recorded[k] for k in ("l6", "l3", "stores", "docs"))
   pair = common.Pair("L6~L3", l6, l3)
   weights = bootstrap.bootstrap_weights(len(docs), CFG.bootstrap, CFG.seed)
-  out = scaling.match_pair(pair, stores, CFG, weights, str(recorded["root"] / "pairs"))
+  ctx = common.Context(CFG, str(recorded["root"]), "minilm", [pair], stores, docs, weights, {})
+  out = common.match_pair(ctx, pair).summary()
   print(f"\nL6~L3: {out['count']} pairs [{out['count_ci'][0]:.0f}, {out['count_ci'][1]:.0f}] "
         f"of {l3.num_neurons} L3 neurons, mean r {out['r_mean']:.3f}, units {out['units']}, "
         f"layer density {np.round(out['layer_density_a'], 3).tolist()}")

@@ -252,7 +252,7 @@ def test_hf_tokenizer_and_binary_smoke(tiny, tmp_path):
        f"--align_with={hf_dir}"], cwd=repo, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((workdir / "results.json").read_text())
-  assert json.loads((workdir / "config.json").read_text())["max_len"] == 64
+  assert json.loads((workdir / "config.json").read_text())["config"]["max_len"] == 64
   st = S.open_store(results["store"])
   assert st.complete and results["units"] == st.units_done > 100
   assert results["sites"] == {"layer_0/mlp": 64, "layer_1/mlp": 64}

@@ -12,13 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-from rosetta_jax.studies import common, polarization
-from rosetta_jax.zoo import config
+from rosetta_jax import io as io_lib
+from rosetta_jax.studies import config, context, registry
+from rosetta_jax.zoo.config import ZooConfig
 
 # Like test_scaling_study's MICRO, but a prefix of every held-out document, so all
 # domains are present.
 MICRO = config.StudyConfig(
-    zoo=config.ZooConfig(widths=(16, 32, 64), num_layers=2, vocab_size=400, seq_len=32,
+    zoo=ZooConfig(widths=(16, 32, 64), num_layers=2, vocab_size=400, seq_len=32,
                          batch_size=8, steps=40, warmup=5, ckpt_every=20),
     record_docs=0, record_chars=60, record_len=32, bootstrap=20, candidates=4)
 
@@ -36,9 +37,10 @@ def _run(module, workdir, cfg_path, *extra):
 def workdir(tmp_path_factory):
   wd = str(tmp_path_factory.mktemp("studies"))
   cfg_path = os.path.join(wd, "micro.json")
-  common.write_json(cfg_path, {"config": config.to_dict(MICRO)})
-  # The theory comparison has its own tests (tests/test_theory_*); skipped here for time.
-  stdout = {"reproduce": _run("reproduce", wd, cfg_path, "--skip_theory", "--skip_data_filter")}
+  io_lib.write_json(cfg_path, {"config": config.to_dict(MICRO)})
+  # Every registered study, small: the micro theory sweep, a tiny data selection.
+  stdout = {"reproduce": _run("reproduce", wd, cfg_path, "--theory=micro", "--pool_docs=40",
+                              "--pool_chars=200", "--steps=4", "--repeats=2", "--neurons=4")}
   for module in ("polarization", "domains", "null_ablation"):
     stdout[module] = _run(module, wd, cfg_path)
   return wd, stdout
@@ -71,43 +73,33 @@ def test_polarization_outputs(workdir):
     for m in ("kurtosis", "hoyer", "frequency", "explanation"):
       x = e["metrics"][m]
       assert 0 <= x["auroc"] <= 1 and math.isfinite(x["d"])
-      assert x["d_ci"][0] <= x["d"] + 1e-9 or x["d_ci"][1] >= x["d"] - 1e-9
-      assert x["auroc_ci"][0] <= x["auroc_ci"][1]
+      assert 0 <= x["auroc_ci"][0] and x["auroc_ci"][1] <= 1         # clipped to the range
   t = res["trend"]["kurtosis"]["d"]
-  assert math.isfinite(t["slope"]) and t["ci"][0] <= t["ci"][1] and t["n_boot"] == 20
+  assert math.isfinite(t["slope"]) and t["n_boot"] == 20
   assert _figures(os.path.join(wd, "polarization", "report.html")) >= 6
   assert "kurtosis" in stdout["polarization"]
-  assert all(e["rosetta_rematched"] for e in res["per_size"])
   html = open(os.path.join(wd, "polarization", "report.html")).read()
   assert "Rosetta sets re-matched in every resample" in html
 
 
-def test_bootstrap_rosetta_sets_are_rematched_per_resample(workdir):
-  """The polarization/domains CIs use each resample's own Rosetta set."""
+def test_polarization_intervals_use_each_resamples_own_set(workdir):
+  """The d interval is the basic interval of d recomputed per resample, each with
+  its own re-matched Rosetta set: recomputed here from the pair and neuron caches."""
+  from rosetta_jax.analysis import selectivity as sel, stats  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import polarization  # pylint: disable=g-import-not-at-top
   wd, _ = workdir
-  ctx = polarization.load_context(MICRO, wd, "zoo", progress=False)
-  for pair in ctx.pairs:
-    ma, mb, _ = polarization.rosetta_sets(ctx, pair)
-    members = polarization.rosetta_members(ctx, pair)
-    assert members.shape == (MICRO.bootstrap, len(ma) + len(mb))
-    full = np.concatenate([ma, mb])
-    # Resamples move the set (else the CI would ignore matching noise), but
-    # mostly keep the full-data pairs.
-    assert (members != full).any()
-    assert (members & full).sum() > 0.5 * full.sum() * MICRO.bootstrap
-
-
-def test_effect_sizes_accept_a_set_per_resample():
-  from rosetta_jax.analysis import polarization as pol  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  v = rng.normal(size=(4, 50))
-  masks = rng.random((4, 50)) < 0.3
-  got = pol.effect_sizes(v, masks)
-  for b in range(4):
-    one = pol.effect_sizes(v[b], masks[b])
-    assert got["d"][b] == pytest.approx(one["d"]) and got["auroc"][b] == pytest.approx(one["auroc"])
-  with pytest.raises(ValueError, match="is_rosetta"):
-    pol.effect_sizes(v, masks[:, :10])
+  ctx = context.load_context(MICRO, wd, progress=False)
+  res = _load(wd, "polarization")
+  pair = ctx.pairs[0]
+  full, boot, ros, members = polarization.pair_metrics(ctx, pair)
+  assert members.shape == (MICRO.bootstrap, len(ros)) and (members != ros).any()
+  sign = sel.SELECTIVE_SIGN["kurtosis"]
+  d = stats.effect_sizes(full["kurtosis"], ros, sign)["d"]
+  db = stats.effect_sizes(boot["kurtosis"], members, sign)["d"]
+  got = res["per_size"][0]["metrics"]["kurtosis"]
+  assert got["d"] == pytest.approx(d) and got["d_ci"] == pytest.approx(stats.interval(db, d))
+  fixed = stats.effect_sizes(boot["kurtosis"], ros, sign)["d"]        # the set held fixed
+  assert stats.interval(fixed, d) != pytest.approx(got["d_ci"])
 
 
 def test_domains_outputs(workdir):
@@ -147,20 +139,22 @@ def test_null_collapses_and_ablations(workdir):
   sub = os.path.join(wd, "null_ablation")
   assert not any(d.startswith("pool_") for d in os.listdir(sub))
   assert any(f.endswith("-pool_max.json") for f in os.listdir(os.path.join(sub, "cache")))
+  # Claim 4's ratio is the null's count over the real one.
+  for x in res["null_ratio"]:
+    assert x["ratio"] == pytest.approx(x["null"] / max(x["real"], 1))
 
 
 def test_cached_null_ablation_records_nothing(workdir, monkeypatch):
   """With every pair's pooling counts cached, no re-pooled recording is made."""
-  from rosetta_jax.studies import null_ablation  # pylint: disable=g-import-not-at-top
   wd, _ = workdir
   before = _load(wd, "null_ablation")["variants"]["pool=max"]["counts"]
-  ctx = polarization.load_context(MICRO, wd, "zoo", progress=False)
+  ctx = context.load_context(MICRO, wd, progress=False)
 
   def no_recording(*args, **kwargs):
     raise AssertionError("re-recorded although the pooling counts are cached")
-  monkeypatch.setattr(null_ablation.common, "record_models", no_recording)
-  res = null_ablation.run_null_ablation(MICRO, wd, "zoo", progress=False, ctx=ctx)
-  assert res["variants"]["pool=max"]["counts"] == before
+  monkeypatch.setattr(context, "record_models", no_recording)
+  res = registry.run_study("null_ablation", ctx, write=False)
+  assert res.variants["pool=max"]["counts"] == before
 
 
 def test_reproduce_report(workdir):
@@ -168,14 +162,22 @@ def test_reproduce_report(workdir):
   res = _load(wd, "reproduce")
   claims = [r["claim"] for r in res["summary"]]
   assert any(c.startswith("1.") for c in claims) and any(c.startswith("4.") for c in claims)
-  assert not res["theory"] and not any(c.startswith("5.") for c in claims)
-  assert all(r["agrees"] for r in res["summary"])
-  for study in ("polarization", "domains", "null_ablation", "reproduce"):
+  assert res["studies"] == ["scaling", "polarization", "domains", "null_ablation", "theory",
+                            "data_filter"]
+  assert any(c.startswith("5.") for c in claims) and any(c.startswith("6.") for c in claims)
+  # Each row's verdict follows from its interval (the rule, not the truthiness of a string).
+  for r in res["summary"]:
+    if r["ci"] and "grows with size" in r["claim"]:
+      lo, hi = (float(x) for x in r["ci"].strip("[]").split(","))
+      want = ("yes" if lo > 0 else "no (opposite)" if hi < 0 else "inconclusive (CI spans 0)")
+      assert r["agrees"] == want, r
+  for study in ("polarization", "domains", "null_ablation", "theory", "data_filter",
+                "reproduce"):
     with open(os.path.join(wd, study, "results.json")) as f:
       nums = _finite_numbers(json.load(f))
     assert nums and sum(math.isfinite(x) for x in nums) > 0.9 * len(nums), study
   html = open(os.path.join(wd, "reproduce", "report.html")).read()
-  for title in ("Summary", "Claim 1", "Claim 2", "Claim 3", "Claim 4"):
+  for title in ("Summary", "Claim 1", "Claim 2", "Claim 3", "Claim 4", "Claim 5", "Claim 6"):
     assert title in html
   assert html.count("Plotly.newPlot") >= 12
   assert os.path.exists(os.path.join(wd, "results.json"))     # the scaling study's own
@@ -183,12 +185,26 @@ def test_reproduce_report(workdir):
 
 def test_config_loader_and_workdir_guard(workdir, tmp_path):
   wd, _ = workdir
-  cfg = config.load_study_config(os.path.join(wd, "micro.json"))
+  cfg = config.load_config(os.path.join(wd, "micro.json"))
   assert cfg == MICRO
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({"config": {"nope": 1}}))
-  with pytest.raises(ValueError, match="not a study config"):
-    config.load_study_config(str(bad))
+  with pytest.raises(ValueError, match=r"unknown field\(s\) \['nope'\]"):
+    config.load_config(str(bad))
   other = config.StudyConfig(zoo=MICRO.zoo, record_docs=0, record_chars=60, bootstrap=7)
-  with pytest.raises(ValueError, match="different configuration"):
-    polarization.run_polarization(other, wd, "zoo", progress=False)
+  with pytest.raises(ValueError, match="bootstrap: 20 in the workdir, 7 now"):
+    context.load_context(other, wd, progress=False)
+
+
+def test_theory_and_data_selection_ran_on_the_same_context(workdir):
+  wd, _ = workdir
+  theo = _load(wd, "theory")
+  measured = next(r for r in theo["table"] if r["source"].startswith("measured"))
+  assert measured["beta"] == pytest.approx(_load(wd, ".")["fit"]["count"]["beta"])
+  filt = _load(wd, "data_filter")
+  assert filt["pair"] == "w64" and filt["selected"] == 8      # 0.2 of 40 pool documents
+  assert set(filt["subsets"]) == {"rosetta", "non_rosetta", "random"}
+  for r in filt["subsets"].values():
+    assert len(r["target_loss"]) == 2 and all(math.isfinite(x) for x in r["target_loss"])
+  with open(os.path.join(wd, "data_filter", "config.json")) as f:
+    assert json.load(f)["config"]["pool_docs"] == 40

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from rosetta_jax.analysis.scaling import fit_power_law
+from rosetta_jax.analysis.stats import fit_power_law
 
 
 def test_recovers_exponent_noiseless():
@@ -18,11 +18,14 @@ def test_recovers_exponent_with_noise_and_bootstrap_ci_covers_it():
   sizes = np.geomspace(100, 10000, 8)
   truth = 3.0 * sizes ** 0.6
   counts = rng.poisson(truth)
-  boot = rng.poisson(truth, size=(300, len(sizes)))
+  boot = rng.poisson(counts, size=(300, len(sizes)))       # a parametric bootstrap of the data
   fit = fit_power_law(sizes, counts, boot_counts=boot)
   assert fit.method == "bootstrap" and fit.n_boot == 300
   assert abs(fit.beta - 0.6) < 0.05
   assert fit.ci[0] < 0.6 < fit.ci[1]
+  # The basic interval around the estimate, from the refitted slopes' quantiles.
+  q = np.quantile(fit.boot_betas, [0.025, 0.975])
+  assert fit.ci == pytest.approx((2 * fit.beta - q[1], 2 * fit.beta - q[0]))
   assert fit.ci[1] < 1.0 and fit.to_dict()["sublinear"]
   t = fit_power_law(sizes, counts)
   assert t.method == "t" and t.ci[0] < t.beta < t.ci[1]
@@ -33,7 +36,10 @@ def test_band_brackets_fit():
   rng = np.random.default_rng(1)
   fit = fit_power_law(sizes, 2 * sizes ** 0.5, boot_counts=rng.poisson(2 * sizes ** 0.5, (50, 5)) + 1)
   lo, hi = fit.band(sizes)
-  assert np.all(lo <= hi)
+  # The band follows the fit: narrowest at the centroid of the sizes, wider at the ends.
+  width = np.log(hi) - np.log(lo)
+  assert width[2] < width[0] and width[2] < width[-1]
+  assert np.all(lo < fit.predict(sizes) * 1.001) and np.all(hi > fit.predict(sizes) * 0.999)
 
 
 @pytest.mark.parametrize("sizes,counts,msg", [

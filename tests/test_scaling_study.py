@@ -8,19 +8,24 @@ import sys
 import numpy as np
 import pytest
 
-from rosetta_jax.studies import common, scaling as study
-from rosetta_jax.zoo import config
+from rosetta_jax.studies import config, context, registry
+from rosetta_jax.zoo.config import ZooConfig
 
 MICRO = config.StudyConfig(
-    zoo=config.ZooConfig(widths=(16, 32, 48), num_layers=1, vocab_size=400, seq_len=64,
+    zoo=ZooConfig(widths=(16, 32, 48), num_layers=1, vocab_size=400, seq_len=64,
                          batch_size=16, steps=300, warmup=20, ckpt_every=150),
     record_docs=120, record_chars=400, record_len=64, bootstrap=30, candidates=4)
+
+
+def run_scaling(cfg, workdir, models="zoo") -> dict:
+  return registry.run_study("scaling", context.load_context(cfg, workdir, models,
+                                                           progress=False)).to_json()
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("study"))
-  return workdir, study.run_scaling(MICRO, workdir, "zoo", progress=False)
+  return workdir, run_scaling(MICRO, workdir)
 
 
 def test_outputs_exist_and_are_sane(run):
@@ -34,7 +39,11 @@ def test_outputs_exist_and_are_sane(run):
   counts = np.array(res["counts"])
   assert np.all(counts > 0) and np.all(counts <= np.array(res["sizes"]))
   fit = res["fit"]["count"]
-  assert np.isfinite(fit["beta"]) and fit["ci"][0] <= fit["beta"] <= fit["ci"][1]
+  # The exponent's interval: the basic bootstrap interval of the refitted slopes.
+  boot = np.array([p_["boot_counts"] for p_ in _pairs(workdir)]).T
+  slopes = [np.polyfit(np.log(res["sizes"]), np.log(b), 1)[0] for b in boot if np.all(b > 0)]
+  q = np.quantile(slopes, [0.025, 0.975])
+  assert fit["ci"] == pytest.approx([2 * fit["beta"] - q[1], 2 * fit["beta"] - q[0]])
   # Under the permutation null the best pairs are far weaker than real Rosetta pairs,
   # and no counted pair is weaker than the null's best.
   for p in res["pairs"]:
@@ -42,39 +51,74 @@ def test_outputs_exist_and_are_sane(run):
     assert min(p["r"]) > p["null_r_max"] and p["count"] <= p["raw_count"]
     r = np.array(p["r"])
     assert len(r) == p["count"] and np.all((r > -1) & (r <= 1 + 1e-6))
-    assert p["count_ci"][0] <= p["count_ci"][1]
-    assert any(f.startswith(p["label"]) and f.endswith(".tsv")
-               for f in os.listdir(os.path.join(workdir, "pairs")))
+    assert os.path.exists(os.path.join(workdir, "pairs", p["cache"] + ".tsv"))
   html = open(os.path.join(workdir, "report.html")).read()
   assert html.count("Plotly.newPlot") >= 4 and "beta" in html
 
 
+def _pairs(workdir):
+  """The saved PairResults of a workdir, as their summaries plus the bootstrap counts."""
+  out = []
+  for f in sorted(os.listdir(os.path.join(workdir, "pairs"))):
+    if f.endswith(".npz"):
+      r = context.PairResult.load(os.path.join(workdir, "pairs", f))
+      out.append(dict(r.summary(), boot_counts=r.boot_counts))
+  return sorted(out, key=lambda p: p["size"])
+
+
 def test_rerun_resumes_and_reuses(run):
   workdir, res = run
-  again = study.run_scaling(MICRO, workdir, "zoo", progress=False)
-  assert again["counts"] == res["counts"]
+  again = run_scaling(MICRO, workdir)
+  assert again["counts"] == res["counts"] and again["pairs"] == res["pairs"]
   assert again["seconds"]["models"] < res["seconds"]["models"]
+  assert again["seconds"]["match"] == res["seconds"]["match"]      # the cached PairResults
+
+
+def test_pair_results_round_trip_and_keys(run):
+  workdir, res = run
+  ctx = context.load_context(MICRO, workdir, progress=False)
+  pair = ctx.pairs[0]
+  got = ctx.result(pair)
+  assert got.count == res["pairs"][0]["count"] and got.members_a.shape == (30, got.neurons_a)
+  # Each resample's Rosetta set is its own, and mostly the full-data set.
+  assert (got.members_a != got.mask_a).any()
+  assert (got.members_a & got.mask_a).sum() > 0.5 * got.count * 30
+  t = got.matches
+  assert len(t) == got.count and set(t.site_a) <= set(pair.a.mlp_sites())
+  # Another setting is another entry: nothing of the first is reused or overwritten.
+  other = context.Context(dataclasses.replace(MICRO, null_threshold=False), workdir, "zoo",
+                          ctx.pairs, ctx.stores, ctx.docs, ctx.weights, {}, progress=False)
+  raw = other.result(pair)
+  assert raw.key != got.key and raw.count == len(got.raw_r) >= got.count
+  assert context.PairResult.load(os.path.join(workdir, "pairs",
+                                              f"{pair.label}-{got.key}.npz")).count == got.count
 
 
 def test_workdir_with_other_config_is_refused(run):
   workdir, _ = run
   other = config.StudyConfig(zoo=MICRO.zoo, bootstrap=31)
-  with pytest.raises(ValueError, match="different configuration"):
-    study.run_scaling(other, workdir, "zoo", progress=False)
+  with pytest.raises(ValueError, match=r"bootstrap: 30 in the workdir, 31 now"):
+    run_scaling(other, workdir)
 
 
 def test_bad_models_spec(tmp_path):
   with pytest.raises(ValueError, match="empty"):
-    common.resolve_models(" ", MICRO, str(tmp_path))
+    context.resolve_models(" ", MICRO, str(tmp_path))
+  with pytest.raises(ValueError, match=r"'\+' group"):
+    context.parse_models("a+b,c")
 
 
 @pytest.mark.parametrize("flag,message", [
-    ("--preset=huge", "huge"), ("--bootstrap=1", "--bootstrap must be >= 2"),
-    ("--record_len=0", "--record_len and --record_batch must be >= 1"),
-    ("--record_docs=-3", "--record_docs and --record_chars must be >= 0"),
-    ("--depths=0,1.5", "--depths must be numbers in [0, 1]"),
-    ("--depths=mid", "--depths must be numbers in [0, 1]"),
-    ("--null_fdr=1.5", "--null_fdr must lie in (0, 1)")])
+    ("--preset=huge", "--preset: unknown preset 'huge'"),
+    ("--bootstrap=1", "--bootstrap: must be an integer >= 2, got 1"),
+    ("--record_len=0", "--record_len: must be an integer >= 1, got 0"),
+    ("--record_docs=-3", "--record_docs: must be an integer >= 0"),
+    ("--record_docs=2", "--record_docs: needs at least 4 documents"),
+    ("--depths=0,1.5", "--depths: must be numbers in [0, 1]"),
+    ("--depths=mid", "--depths: expected float values"),
+    ("--r_min=2", "--r_min: a correlation must lie in [-1, 1], got 2.0"),
+    ("--null_fdr=1.5", "--null_fdr: must lie in (0, 1)"),
+    ("--models=a+b,c", "--models: every '+' group")])
 def test_binary_rejects_bad_flags(tmp_path, flag, message):
   out = subprocess.run([sys.executable, "-m", "experiments.scaling", flag,
                         f"--workdir={tmp_path}"], capture_output=True, text=True)
@@ -84,7 +128,7 @@ def test_binary_rejects_bad_flags(tmp_path, flag, message):
 
 def test_unknown_model_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="no_such_model_dir"):
-    common.resolve_models("no_such_model_dir,other", MICRO, str(tmp_path))
+    context.resolve_models("no_such_model_dir,other", MICRO, str(tmp_path))
 
 
 def test_hf_checkpoint_dirs_end_to_end(tmp_path):
@@ -106,7 +150,7 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
     dirs.append(str(d))
   cfg = config.StudyConfig(zoo=MICRO.zoo, record_docs=20, record_chars=200, record_len=64,
                            bootstrap=10, candidates=4)
-  res = study.run_scaling(cfg, str(tmp_path / "run"), ",".join(dirs), progress=False)
+  res = run_scaling(cfg, str(tmp_path / "run"), ",".join(dirs))
   assert [p["label"] for p in res["pairs"]] == ["neox32~neox48", "neox32~neox64", "neox48~neox64"]
   assert res["sizes"] == pytest.approx([np.sqrt(128 * 192), np.sqrt(128 * 256), np.sqrt(192 * 256)])
   assert np.isfinite(res["fit"]["count"]["beta"]) and min(res["counts"]) > 0
@@ -115,7 +159,7 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   # intersection of its pair members, recomputed here from the pair tables.
   members = {}
   for p, (x, y) in zip(res["pairs"], [(0, 1), (0, 2), (1, 2)]):
-    tsv = np.genfromtxt(tmp_path / "run" / "pairs" / p["cache"].replace(".json", ".tsv"),
+    tsv = np.genfromtxt(tmp_path / "run" / "pairs" / (p["cache"] + ".tsv"),
                         dtype=None, names=True, encoding="utf-8")
     tsv = np.atleast_1d(tsv)
     layer_a = np.array([int(s.split("_")[1].split("/")[0]) for s in tsv["site_a"]])
@@ -128,15 +172,16 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   for i, d in enumerate(dirs):
     a = next(v for k, v in anchors.items() if k.endswith(os.path.basename(d)))
     assert a["count"] == len(members[i][0] & members[i][1])
-    assert a["partners"] == 2 and len(a["count_ci"]) == 2 and a["count_ci"][0] <= a["count_ci"][1]
+    assert a["partners"] == 2 and len(a["count_ci"]) == 2
     assert len(a["layer_density"]) == 2
     assert sum(a["layer_density"]) * (128 + 64 * i) // 2 == pytest.approx(a["count"])
   assert "Anchors" in open(tmp_path / "run" / "report.html").read()
   # Depth-selected layers: only the last layer of each model is recorded and matched.
   last = dataclasses.replace(cfg, depths=(1.0,), null_fdr=0.2)
-  res = study.run_scaling(last, str(tmp_path / "last"), ",".join(dirs), progress=False)
+  res = run_scaling(last, str(tmp_path / "last"), ",".join(dirs))
   for p in res["pairs"]:               # the FDR rule: never stricter than the max-null rule
-    assert "fdr0.2" in p["cache"] and p["count"] <= p["raw_count"]
+    assert p["criterion"] == {"k": 1, "r_min": None, "null": "fdr", "q": 0.2}
+    assert p["count"] <= p["raw_count"]
     assert p["count"] == 0 or p["r_threshold"] <= p["null_r_max"] + 1e-6
     assert p["count"] >= p["count_above_null_max"]
   assert [m["sites"] for m in res["model_info"]] == [["layer_1/mlp"]] * 3
@@ -145,12 +190,14 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   assert all(len(a["layer_density"]) == 1 for a in res["anchors"].values())
 
 
-def test_select_depths_maps_relative_depth_to_nearest_layer(tmp_path):
+def test_select_depths_maps_relative_depth_to_its_layer(tmp_path):
   from rosetta_jax.models import base  # pylint: disable=g-import-not-at-top
-  m = lambda n: base.Model("m", None, None, config.ZooConfig(num_layers=n).model_config(16))
+  m = lambda n: base.Model("m", None, None, ZooConfig(num_layers=n).model_config(16))
+  # Layer l of L holds the depths [l / L, (l + 1) / L); 1 is the last layer.
   assert m(30).select_depths((0, 0.5, 1)).mlp_sites() == [
-      "layer_0/mlp", "layer_15/mlp", "layer_29/mlp"]        # 14.5 rounds half up
-  assert m(24).select_depths((0.5, 0.51)).studied_layers == (12,)   # duplicates collapse
+      "layer_0/mlp", "layer_15/mlp", "layer_29/mlp"]
+  assert m(24).select_depths((0.75,)).studied_layers == (18,)
+  assert m(24).select_depths((0.5, 0.52)).studied_layers == (12,)   # duplicates collapse
   small = m(2)
   assert small.select_depths(()).mlp_sites() == ["layer_0/mlp", "layer_1/mlp"]
   assert small.num_neurons == 2 * small.neurons_per_layer
@@ -158,27 +205,8 @@ def test_select_depths_maps_relative_depth_to_nearest_layer(tmp_path):
     m(4).select_depths((1.2,))
 
 
-def test_workdir_made_before_a_later_field_still_matches(tmp_path):
-  cfg = config.to_dict(MICRO)
-  old = {k: v for k, v in cfg.items() if k != "depths"}
-  common.write_json(str(tmp_path / "config.json"), {"study": "scaling", "config": old})
-  common.prepare_workdir(str(tmp_path), {"study": "scaling", "config": cfg})
-  with pytest.raises(ValueError, match="different configuration"):
-    common.prepare_workdir(str(tmp_path), {"study": "scaling",
-                                           "config": {**cfg, "depths": [0.5]}})
-
-
-def test_count_ci_is_the_basic_bootstrap_interval():
-  from rosetta_jax.studies.scaling import count_ci  # pylint: disable=g-import-not-at-top
-  boot = np.arange(100, 141)                 # resamples biased upward of the count 100
-  lo, hi = count_ci(100, boot)
-  assert hi == pytest.approx(200 - np.quantile(boot, 0.025))
-  assert lo == pytest.approx(200 - np.quantile(boot, 0.975))
-  assert lo < 100 and count_ci(1, np.array([5, 6, 7]))[0] == 0.0
-
-
 def test_fdr_threshold_keeps_what_the_null_cannot_explain():
-  from rosetta_jax.analysis.null import fdr_threshold  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.match.rosetta import fdr_threshold  # pylint: disable=g-import-not-at-top
   real = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
   null = np.array([0.97, 0.55, 0.45, 0.42, 0.41])
   # At 0.6: 1 null / 6 real = 0.17; at 0.5: 2 / 7; at 0.4: 5 / 8.

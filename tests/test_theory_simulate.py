@@ -62,8 +62,9 @@ def test_theory_sweep_smoke(tmp_path):
   measured.write_text(json.dumps({"fit": {"count": {"beta": 0.8, "ci": [0.7, 0.9]}}}))
   work = tmp_path / "w"
   cmd = [sys.executable, "-m", "experiments.theory_sweep", f"--workdir={work}",
-         "--alpha=1.1", "--features=12", "--budgets=3,6,12", "--seeds=2", "--steps=200",
-         "--batch=128", "--probe=512", "--bootstrap=4", f"--measured={measured}"]
+         "--alpha=1.1", "--num_features=12", "--budgets=3,6,12", "--num_seeds=2",
+         "--steps=200", "--batch_size=128", "--probe_size=512", "--bootstrap=4",
+         f"--measured={measured}"]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]

@@ -72,5 +72,6 @@ def test_zoo_dir_guard(tmp_path):
 def test_config_errors():
   with pytest.raises(ValueError, match="two seeds"):
     config.ZooConfig(seeds=(0,))
+  from rosetta_jax.studies import config as study_config  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="unknown preset"):
-    config.get_preset("huge")
+    study_config.get_preset("huge")

@@ -11,13 +11,14 @@ scaling study from its ``results.json`` (``results["fit"]["count"]["beta"]`` and
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import os
 from typing import Callable
 
 import numpy as np
 
+from rosetta_jax import io as io_lib
+from rosetta_jax.report.html import Report
 from theory import capacity, simulate
 
 
@@ -31,8 +32,7 @@ def read_measured(path: str) -> dict:
   """
   if not os.path.exists(path):
     raise FileNotFoundError(f"measured results not found: {path}")
-  with open(path) as f:
-    res = json.load(f)
+  res = io_lib.read_json(path, what="a scaling study's results")
   try:
     fit = res["fit"]["count"]
     beta, ci = float(fit["beta"]), [float(c) for c in fit["ci"]]
@@ -84,23 +84,22 @@ def _figures(res: dict) -> list:
   return [f1, f2, f3]
 
 
-def write_report(res: dict, path: str) -> None:
-  """Self-contained HTML: the beta table and the figures (plotly.js inlined)."""
-  rows = "".join(
-      f"<tr><td>{html.escape(r['source'])}</td><td>{r['beta']:.3f}</td>"
-      f"<td>[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]</td><td>{html.escape(r['note'])}</td></tr>"
-      for r in res["table"])
-  figs = "".join(f.to_html(full_html=False, include_plotlyjs=("inline" if i == 0 else False))
-                 for i, f in enumerate(_figures(res)))
+def section(rep: Report, res: dict) -> Report:
+  """Adds the theory comparison (claim 5) to a report: the beta table and figures."""
   a = res["alpha"]
-  doc = (f"<html><head><meta charset='utf-8'><title>theory sweep</title></head><body>"
-         f"<h1>Rosetta count exponent: theory vs simulation vs measurement</h1>"
-         f"<p>alpha = {a['alpha']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] "
-         f"({html.escape(a['source'])})</p>"
-         f"<table border=1><tr><th>source</th><th>beta</th><th>95% CI</th><th>note</th></tr>"
-         f"{rows}</table>{figs}</body></html>")
-  with open(path, "w") as f:
-    f.write(doc)
+  rep.section("Claim 5: Rosetta count exponent: theory vs simulation vs measurement")
+  rep.text(f"alpha = {a['alpha']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] ({a['source']})")
+  rep.table(["source", "beta", "95% CI", "note"],
+            [[r["source"], r["beta"], f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", r["note"]]
+             for r in res["table"]])
+  for fig in _figures(res):
+    rep.figure(fig)
+  return rep
+
+
+def write_report(res: dict, path: str) -> str:
+  """The comparison as one self-contained report (``rosetta_jax.report``)."""
+  return section(Report("rosetta_jax: theory sweep"), res).write(path)
 
 
 def _cached_sim(workdir: str, sim_config: simulate.SimConfig) -> dict | None:
@@ -138,8 +137,7 @@ def run_comparison(sim_config: simulate.SimConfig, workdir: str, alpha_info: dic
   measured = read_measured(measured_path) if measured_path else None
   cfg = {"sim": dataclasses.asdict(sim_config), "alpha": alpha_info,
          "measured_path": measured_path, "seed_noise": seed_noise}
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(cfg, f, indent=2)
+  io_lib.write_json(os.path.join(workdir, "config.json"), cfg)
   f_ = sim_config.num_features
   params = capacity.CapacityParams(alpha=alpha_info["alpha"], num_features=float(f_),
                                    seed_noise=seed_noise)
@@ -167,7 +165,6 @@ def run_comparison(sim_config: simulate.SimConfig, workdir: str, alpha_info: dic
                   "ci": measured["ci"], "note": measured["path"]})
   res = {"alpha": alpha_info, "predicted": pred, "simulated": sim, "measured": measured,
          "table": table}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(res, f, indent=2)
+  io_lib.write_json(os.path.join(workdir, "results.json"), res)
   write_report(res, os.path.join(workdir, "report.html"))
   return res

@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rosetta_jax.analysis import stats
+
 Array = jax.Array
 
 
@@ -71,6 +73,9 @@ class SimConfig:
   r_dedicated: float = 0.9
   bootstrap: int = 100
   seed: int = 0
+
+  def __post_init__(self):
+    object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
 
   def validate(self) -> None:
     """Raises ValueError naming the first bad field."""
@@ -233,18 +238,14 @@ def rosetta_counts(acts: np.ndarray, r_min: float, matcher: Callable | None = No
 
 
 def log_log_slope(n: Sequence[float], y: Sequence[float]) -> float:
-  """Least-squares slope of log y on log n.
+  """Least-squares slope of log y on log n (``analysis.stats.loglog_slope``).
 
   Raises:
     ValueError: a count <= 0 (no power law through zero) or fewer than 2 points.
   """
-  n, y = np.asarray(n, float), np.asarray(y, float)
   if len(n) < 2:
     raise ValueError("need >= 2 points for a slope")
-  if np.any(y <= 0) or not np.all(np.isfinite(y)):
-    raise ValueError(f"counts must be finite and > 0 for a log-log fit, got {y.tolist()}")
-  x = np.log(n) - np.log(n).mean()
-  return float(np.sum(x * (np.log(y) - np.log(y).mean())) / np.sum(x ** 2))
+  return stats.loglog_slope(n, y)
 
 
 def run_budget(config: SimConfig, num_neurons: int, probe: np.ndarray,
@@ -285,16 +286,18 @@ def run_budget(config: SimConfig, num_neurons: int, probe: np.ndarray,
 
 
 def bootstrap_beta(acts_by_budget: dict, r_min: float, reps: int, seed: int = 0,
-                   matcher: Callable | None = None) -> dict:
+                   matcher: Callable | None = None, estimate: float | None = None) -> dict:
   """Bootstrap of beta_sim: resample probe rows and seed pairs, re-match, refit.
 
   Args:
     acts_by_budget: {N: [S, T, N] activations}.
     reps: resamples.
+    estimate: the full-data slope, around which the basic bootstrap interval is
+      taken (``analysis.stats.interval``); None gives no interval.
 
   Returns:
-    dict ``samples`` (finite slopes), ``ci`` [2.5%, 97.5%], ``dropped`` (resamples
-    with a zero count at some budget, which have no log-log slope).
+    dict ``samples`` (finite slopes), ``ci`` (the 95% basic interval), ``dropped``
+    (resamples with a zero count at some budget, which have no log-log slope).
   """
   rng = np.random.default_rng(seed)
   budgets = sorted(acts_by_budget)
@@ -312,7 +315,8 @@ def bootstrap_beta(acts_by_budget: dict, r_min: float, reps: int, seed: int = 0,
       dropped += 1
       continue
     samples.append(log_log_slope(budgets, means))
-  ci = np.percentile(samples, [2.5, 97.5]).tolist() if samples else [float("nan")] * 2
+  ci = (stats.interval(samples, estimate) if estimate is not None
+        else [float("nan")] * 2)
   return {"samples": samples, "ci": ci, "dropped": dropped}
 
 
@@ -350,8 +354,21 @@ def run_sweep(config: SimConfig, matcher: Callable | None = None, log: Callable 
   ded = np.asarray(res["dedicated_mean"])
   res["beta_dedicated"] = (log_log_slope(np.asarray(res["budgets"])[ded > 0], ded[ded > 0])
                            if (ded > 0).sum() >= 2 else float("nan"))
-  boot = bootstrap_beta(acts, config.r_min, config.bootstrap, config.seed, matcher)
+  boot = bootstrap_beta(acts, config.r_min, config.bootstrap, config.seed, matcher,
+                        estimate=res["beta_sim"])
   res["beta_sim_ci"] = boot["ci"]
   res["bootstrap_dropped"] = boot["dropped"]
   res["config"] = dataclasses.asdict(config)
   return res
+
+
+# Named sweeps: ``experiments.theory_sweep --preset`` and the reproduce study's theory.
+PRESETS = {
+    "micro": SimConfig(num_features=16, budgets=(4, 8), num_seeds=2, steps=50, batch_size=64,
+                       probe_size=256, bootstrap=10),
+    "tiny": SimConfig(num_features=64, budgets=(4, 8, 16, 32), num_seeds=2, steps=800,
+                      batch_size=256, probe_size=1024, bootstrap=50),
+    "default": SimConfig(num_features=128, budgets=(4, 6, 8, 16, 32, 64), num_seeds=4,
+                         steps=3000, batch_size=1024, probe_size=4096, bootstrap=100),
+}
+PRESETS["paper"] = PRESETS["default"]

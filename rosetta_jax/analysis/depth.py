@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rosetta_jax.analysis import stats
+
 
 def depth_density(rosetta_layers, neurons_per_layer) -> tuple[np.ndarray, np.ndarray]:
   """Share of each layer's neurons that are Rosetta.
@@ -13,7 +15,7 @@ def depth_density(rosetta_layers, neurons_per_layer) -> tuple[np.ndarray, np.nda
     neurons_per_layer: [L] neurons in each layer.
 
   Returns:
-    (relative depth (l + 0.5) / L [L], density [L]).
+    (relative depth of each layer [L] (``stats.relative_depth``), density [L]).
   """
   npl = np.asarray(neurons_per_layer, np.float64)
   if npl.ndim != 1 or np.any(npl <= 0):
@@ -22,7 +24,7 @@ def depth_density(rosetta_layers, neurons_per_layer) -> tuple[np.ndarray, np.nda
   if layers.size and (layers.min() < 0 or layers.max() >= len(npl)):
     raise ValueError(f"layer indices must lie in [0, {len(npl)})")
   counts = np.bincount(layers, minlength=len(npl))
-  return (np.arange(len(npl)) + 0.5) / len(npl), counts / npl
+  return stats.relative_depth(np.arange(len(npl)), len(npl)), counts / npl
 
 
 def depth_slope(depth, density) -> float:

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rosetta_jax.analysis import bootstrap
+from rosetta_jax.analysis import bootstrap, stats
 from rosetta_jax.match import rosetta
 from rosetta_jax.match.sources import ConcatSource, PermutedSource, as_source
 
@@ -82,46 +82,13 @@ def count_variants(acts_a: Mapping, acts_b: Mapping, doc_index, weights,
         src_b.num_units, null_permutation, doc_index))
   # Document statistics are grouped by A's documents: the units a resample keeps.
   dense = np.unique(doc_index, return_inverse=True)[1]
-  stats = bootstrap.doc_stats(src_a, src_b, dense, result.a_to_b_idx, result.b_to_a_idx,
+  doc_stats = bootstrap.doc_stats(src_a, src_b, dense, result.a_to_b_idx, result.b_to_a_idx,
                               num_docs=int(dense.max()) + 1)
   out = []
   for k, r_min in criteria:
     ia, _, r = rosetta.mutual_pairs(result, k=k, r_min=r_min)
-    boot = bootstrap.resample_counts(stats, weights, k=k, r_min=r_min)
+    boot = bootstrap.resample_counts(doc_stats, weights, k=k, r_min=r_min)
     out.append({"k": int(k), "r_min": r_min, "count": int(len(ia)), "boot": boot.tolist(),
-                "ci": np.quantile(boot, [0.025, 0.975]).tolist(),
+                "ci": stats.count_interval(len(ia), boot),
                 "r_max": float(r.max()) if len(r) else float("nan")})
   return out
-
-
-def fdr_threshold(real_r, null_r, q: float) -> float:
-  """The lowest r threshold at which the permutation null explains at most a
-  fraction ``q`` of the real mutual pairs above it.
-
-  Estimated false discovery rate at threshold t: #(null r >= t) / #(real r >= t),
-  both from the same matcher and criterion (the null with B's documents
-  shuffled). Thresholds are tried at the real pairs' r; the lowest whose rate is
-  <= q wins (as a step-up rule, so a noisy bump at high r does not stop it).
-  The max-null threshold (``null_threshold`` alone) is the q -> 0 limit; with
-  10^5+ neurons and few units, spiky neurons make the null's maximum near 1 and
-  that limit keeps almost nothing, while this keeps the pairs the null cannot
-  account for.
-
-  Returns:
-    The threshold, never above the max-null threshold (just above the strongest
-    null pair: no null pair there, so its rate is 0); above every real r (no pair
-    kept) when no threshold qualifies.
-  """
-  if not 0.0 < q < 1.0:
-    raise ValueError(f"the FDR level must lie in (0, 1), got {q}")
-  real = np.sort(np.asarray(real_r, np.float64))[::-1]
-  null = np.sort(np.asarray(null_r, np.float64))
-  if real.size == 0:
-    return float("inf")
-  n_real = np.arange(1, real.size + 1)                    # real pairs with r >= real[i]
-  n_null = null.size - np.searchsorted(null, real, side="left")
-  ok = np.flatnonzero(n_null <= q * n_real)
-  if ok.size == 0:
-    return float(np.nextafter(real[0], np.inf))
-  t = float(real[ok.max()])
-  return min(t, float(np.nextafter(null[-1], np.inf))) if null.size else t

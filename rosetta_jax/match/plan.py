@@ -20,6 +20,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
+from rosetta_jax.analysis import stats
+
 
 @dataclasses.dataclass(frozen=True)
 class MatchPlan:
@@ -77,11 +81,11 @@ def _resolve(preset):
 def band_fraction(layers_a: int, layers_b: int, width: float) -> float:
   """Fraction of (layer_a, layer_b) pairs with |relative depth difference| <= width.
 
-  Relative depth of layer l of L is (l + 0.5) / L, as in ``rosetta.relative_depths``.
+  Relative depths as in ``analysis.stats.relative_depth``.
   """
-  da = [(i + 0.5) / layers_a for i in range(layers_a)]
-  db = [(j + 0.5) / layers_b for j in range(layers_b)]
-  ok = sum(1 for x in da for y in db if abs(x - y) <= width + 1e-12)
+  da = stats.relative_depth(np.arange(layers_a), layers_a)
+  db = stats.relative_depth(np.arange(layers_b), layers_b)
+  ok = int((np.abs(da[:, None] - db[None, :]) <= width + 1e-12).sum())
   return ok / (layers_a * layers_b)
 
 

@@ -11,19 +11,16 @@ whose relative depths differ by at most ``depth_band``.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from rosetta_jax.analysis.stats import relative_depths, site_layer
 from rosetta_jax.match.api import match
 from rosetta_jax.match.correlate import MatchResult
 from rosetta_jax.match.moments import Moments
 from rosetta_jax.match.sources import (ArraySource, ConcatSource, PermutedSource, as_source,
                                        source_moments)
-
-_LAYER_RE = re.compile(r"layer_(\d+)")
-
 
 def mutual_pairs(result: MatchResult, k: int = 1, r_min: float | None = None):
   """Mutual top-k pairs of a ``MatchResult``.
@@ -57,6 +54,94 @@ def pair_ranks(result: MatchResult, idx_a, idx_b) -> np.ndarray:
   return (np.maximum(pa, pb) + 1).astype(np.int32)
 
 
+NULL_RULES = ("none", "max", "fdr")
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+  """What counts as a Rosetta pair, declared before a run.
+
+  Attributes:
+    k: mutual top-k (1: best buddies).
+    r_min: a floor on r (None: none).
+    null: how the dataset-permutation null sets a threshold: "none", "max" (r
+      above the strongest null pair) or "fdr" (the lowest r at which the null
+      explains at most a fraction ``q`` of the real pairs above it).
+    q: the FDR level of ``null="fdr"``.
+  """
+  k: int = 1
+  r_min: float | None = None
+  null: str = "max"
+  q: float | None = None
+
+  def __post_init__(self):
+    if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
+      raise ValueError(f"Criterion.k must be a positive integer, got {self.k!r}")
+    if self.null not in NULL_RULES:
+      raise ValueError(f"Criterion.null must be one of {NULL_RULES}, got {self.null!r}")
+    if (self.null == "fdr") != (self.q is not None):
+      raise ValueError("Criterion: q is given exactly when null='fdr'")
+    if self.r_min is not None and not -1.0 <= self.r_min <= 1.0:
+      raise ValueError(f"Criterion.r_min must lie in [-1, 1], got {self.r_min}")
+
+  def threshold(self, raw_r, null_r) -> float | None:
+    """The r floor this criterion applies, given the mutual pairs' r on real data
+    (``raw_r``) and under the null (``null_r``, matched with the same k and r_min)."""
+    null_r = np.asarray(null_r, np.float64)
+    if self.null == "none" or null_r.size == 0:
+      return self.r_min
+    if self.null == "max":
+      above = float(np.nextafter(np.float32(null_r.max()), np.float32(np.inf)))
+    else:
+      above = fdr_threshold(raw_r, null_r, self.q)
+    return above if self.r_min is None else max(self.r_min, above)
+
+
+def fdr_threshold(real_r, null_r, q: float) -> float:
+  """The lowest r threshold at which the permutation null explains at most a
+  fraction ``q`` of the real mutual pairs above it.
+
+  Estimated false discovery rate at threshold t: #(null r >= t) / #(real r >= t),
+  both from the same matcher and criterion (the null with B's documents
+  shuffled). Thresholds are tried at the real pairs' r; the lowest whose rate is
+  <= q wins (as a step-up rule, so a noisy bump at high r does not stop it).
+  The max-null threshold is the q -> 0 limit.
+
+  Returns:
+    The threshold, never above the max-null threshold (just above the strongest
+    null pair: no null pair there, so its rate is 0); above every real r (no pair
+    kept) when no threshold qualifies.
+  """
+  if not 0.0 < q < 1.0:
+    raise ValueError(f"the FDR level must lie in (0, 1), got {q}")
+  real = np.sort(np.asarray(real_r, np.float64))[::-1]
+  null = np.sort(np.asarray(null_r, np.float64))
+  if real.size == 0:
+    return float("inf")
+  n_real = np.arange(1, real.size + 1)                    # real pairs with r >= real[i]
+  n_null = null.size - np.searchsorted(null, real, side="left")
+  ok = np.flatnonzero(n_null <= q * n_real)
+  if ok.size == 0:
+    return float(np.nextafter(real[0], np.inf))
+  t = float(real[ok.max()])
+  return min(t, float(np.nextafter(null[-1], np.inf))) if null.size else t
+
+
+def anchors(memberships: Sequence[np.ndarray]) -> np.ndarray:
+  """Anchor neurons: those in a Rosetta pair with every other model.
+
+  Args:
+    memberships: one bool array per other model, [..., N] over the same N neurons
+      of the anchor model (a leading resample axis is kept).
+
+  Returns:
+    Their intersection, [..., N] bool.
+  """
+  if not len(memberships):
+    raise ValueError("anchors need at least one other model")
+  return np.logical_and.reduce([np.asarray(m, bool) for m in memberships])
+
+
 @dataclasses.dataclass(frozen=True)
 class Matches:
   """A table of Rosetta pairs: equal-length numpy columns, one row per pair."""
@@ -87,6 +172,25 @@ class Matches:
     return Matches(*(getattr(self, c)[mask] for c in self.COLUMNS))
 
   @staticmethod
+  def from_indices(idx_a, idx_b, r, rank, sites_a: Sequence[str], offsets_a,
+                   sites_b: Sequence[str], offsets_b, model_a: str = "a",
+                   model_b: str = "b") -> "Matches":
+    """The table of pairs given by neuron indices over the concatenated sites
+    (``offsets`` [S + 1]: the first neuron of each site, then the total)."""
+    ia, jb = np.asarray(idx_a, np.int64), np.asarray(idx_b, np.int64)
+    sa = np.searchsorted(offsets_a, ia, side="right") - 1
+    sb = np.searchsorted(offsets_b, jb, side="right") - 1
+    n = len(ia)
+    return Matches(model_a=np.array([model_a] * n, dtype=object),
+                   site_a=np.array(sites_a, dtype=object)[sa] if n else np.array([], object),
+                   neuron_a=(ia - np.asarray(offsets_a)[sa]).astype(np.int64),
+                   model_b=np.array([model_b] * n, dtype=object),
+                   site_b=np.array(sites_b, dtype=object)[sb] if n else np.array([], object),
+                   neuron_b=(jb - np.asarray(offsets_b)[sb]).astype(np.int64),
+                   r=np.asarray(r, np.float32),
+                   rank=np.asarray(rank, np.int32) if n else np.array([], np.int32))
+
+  @staticmethod
   def empty() -> "Matches":
     s = np.array([], dtype=object)
     i = np.array([], dtype=np.int64)
@@ -96,25 +200,6 @@ class Matches:
   def concat(parts: Sequence["Matches"]) -> "Matches":
     parts = [p for p in parts if len(p)] or [Matches.empty()]
     return Matches(*(np.concatenate([getattr(p, c) for p in parts]) for c in Matches.COLUMNS))
-
-
-def site_layer(site: str) -> int:
-  """Layer index parsed from a site name such as ``layer_3/mlp``."""
-  m = _LAYER_RE.search(site)
-  if not m:
-    raise ValueError(f"site {site!r} has no layer index ('layer_{{i}}/...'): "
-                     "within_layer and depth_band need one")
-  return int(m.group(1))
-
-
-def relative_depths(sites: Sequence[str], num_layers: int | None = None) -> dict:
-  """Relative depth (layer + 0.5) / num_layers in (0, 1) of each site.
-
-  ``num_layers`` defaults to 1 + the largest layer index among ``sites``.
-  """
-  layers = {s: site_layer(s) for s in sites}
-  n = num_layers if num_layers is not None else max(layers.values()) + 1
-  return {s: (l + 0.5) / n for s, l in layers.items()}
 
 
 def document_permutation(num_units: int, null_permutation, doc_ids=None) -> np.ndarray:
@@ -290,16 +375,9 @@ def find_rosetta(acts_a: Mapping, acts_b: Mapping, k: int = 1, r_min: float | No
       model_a=model_a, model_b=model_b, null_permutation=null_permutation,
       doc_ids=doc_ids, **kernel_kw)
   ia, jb, r = mutual_pairs(result, k=k, r_min=r_min)
-  sa = np.searchsorted(off_a, ia, side="right") - 1
-  sb = np.searchsorted(off_b, jb, side="right") - 1
-  n = len(ia)
-  return Matches(model_a=np.array([model_a] * n, dtype=object),
-                 site_a=np.array(sites_a, dtype=object)[sa] if n else np.array([], object),
-                 neuron_a=(ia - off_a[sa]).astype(np.int64),
-                 model_b=np.array([model_b] * n, dtype=object),
-                 site_b=np.array(sites_b, dtype=object)[sb] if n else np.array([], object),
-                 neuron_b=(jb - off_b[sb]).astype(np.int64),
-                 r=r, rank=pair_ranks(result, ia, jb) if n else np.array([], np.int32))
+  rank = pair_ranks(result, ia, jb) if len(ia) else np.array([], np.int32)
+  return Matches.from_indices(ia, jb, r, rank, sites_a, off_a, sites_b, off_b,
+                              model_a, model_b)
 
 
 def find_rosetta_zoo(acts: Mapping[str, Mapping], anchor: str, k: int = 1,
@@ -322,8 +400,14 @@ def find_rosetta_zoo(acts: Mapping[str, Mapping], anchor: str, k: int = 1,
     raise ValueError("find_rosetta_zoo needs at least two models")
   tables = [find_rosetta(acts[anchor], acts[m], k=k, r_min=r_min, model_a=anchor,
                          model_b=m, **kw) for m in others]
-  keys = [set(zip(t.site_a.tolist(), t.neuron_a.tolist())) for t in tables]
-  common = set.intersection(*keys)
-  kept = [t.select(np.array([(s, n) in common for s, n in zip(t.site_a, t.neuron_a)],
-                            dtype=bool)) for t in tables]
+  keys = [list(zip(t.site_a.tolist(), t.neuron_a.tolist())) for t in tables]
+  index = {key: i for i, key in enumerate(sorted(set().union(*keys)))}
+  masks = []
+  for ks in keys:
+    m = np.zeros(len(index), bool)
+    m[[index[x] for x in ks]] = True
+    masks.append(m)
+  common = anchors(masks)
+  kept = [t.select(np.array([common[index[x]] for x in ks], dtype=bool)) for t, ks in
+          zip(tables, keys)]
   return Matches.concat(kept)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rosetta_jax.analysis import stats
 from rosetta_jax.models import common
 
 
@@ -63,16 +64,17 @@ class Model:
   def select_depths(self, depths: Sequence[float]) -> "Model":
     """Restricts the studied layers to those nearest the relative ``depths``.
 
-    Depth d in [0, 1] maps to layer floor(d * (num_layers - 1) + 0.5), so 0 is the
-    first layer and 1 the last whatever the depth of the model, which keeps
-    the layers of models of different depths comparable. Duplicates collapse.
+    Depth d in [0, 1] selects the layer whose share of the depth axis holds it
+    (``analysis.stats.layer_at_depth``: layer l of L sits at (l + 0.5) / L), so 0
+    is the first layer and 1 the last whatever the depth of the model, which
+    keeps the layers of models of different depths comparable. Duplicates collapse.
     """
     if not depths:
       return self
     bad = [d for d in depths if not 0.0 <= d <= 1.0]
     if bad:
       raise ValueError(f"relative depths must lie in [0, 1], got {bad}")
-    layers = sorted({int(np.floor(d * (self.num_layers - 1) + 0.5)) for d in depths})
+    layers = sorted({stats.layer_at_depth(d, self.num_layers) for d in depths})
     self.studied_layers = tuple(layers)
     return self
 

@@ -26,9 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rosetta_jax.analysis import stats
+
 Array = jax.Array
 
-SITE_RE = re.compile(r"^layer_(\d+)/(mlp|resid)$")
+SITE_KINDS = ("mlp", "resid")
 
 
 def mlp_site(layer: int) -> str:
@@ -49,22 +51,17 @@ def check_sites(sites: Sequence[str], num_layers: int) -> tuple[str, ...]:
   """
   out = []
   for s in sites:
-    m = SITE_RE.match(s)
-    if not m:
+    try:
+      layer, kind = stats.parse_site(s)
+    except ValueError:
+      kind = None
+    if kind not in SITE_KINDS:
       raise ValueError(
           f"unknown site {s!r}: sites are 'layer_{{i}}/mlp' or 'layer_{{i}}/resid'")
-    if int(m.group(1)) >= num_layers:
+    if layer >= num_layers:
       raise ValueError(f"site {s!r} is out of range: the model has {num_layers} layers")
     out.append(s)
   return tuple(out)
-
-
-def site_layer(site: str) -> int:
-  """The layer index of a site name."""
-  m = SITE_RE.match(site)
-  if not m:
-    raise ValueError(f"unknown site {site!r}")
-  return int(m.group(1))
 
 
 class TransformerShape:

@@ -7,10 +7,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from rosetta_jax.analysis.scaling import PowerLawFit
+from rosetta_jax.analysis.stats import PowerLawFit
 
 
-def _ci_err(values, lo, hi):
+def ci_err(values, lo, hi):
   values, lo, hi = map(np.asarray, (values, lo, hi))
   return dict(type="data", symmetric=False, array=hi - values, arrayminus=values - lo)
 
@@ -31,7 +31,7 @@ def count_vs_size(fit: PowerLawFit, sizes, counts, lo, hi, labels: Sequence[str]
   fig.add_trace(go.Scatter(x=xs, y=fit.predict(xs[:1])[0] * xs / xs[0], mode="lines",
                            line=dict(color="#999", dash="dot"), name="linear (beta = 1)"))
   fig.add_trace(go.Scatter(x=sizes, y=counts, mode="markers", text=list(labels),
-                           error_y=_ci_err(counts, lo, hi), marker=dict(size=9, color="#d62728"),
+                           error_y=ci_err(counts, lo, hi), marker=dict(size=9, color="#d62728"),
                            name="measured (95% CI)"))
   fig.update_layout(title=title, xaxis=dict(type="log", title="total MLP neurons N"),
                     yaxis=dict(type="log", title="Rosetta neurons (mutual NN pairs)"),
@@ -48,7 +48,7 @@ def fraction_vs_size(fit: PowerLawFit, sizes, fractions, lo, hi,
       x=xs, y=fit.predict(xs) / xs, mode="lines",
       name=f"fit: N^{fit.beta_fraction:.3f} [{fit.ci_fraction[0]:.3f}, {fit.ci_fraction[1]:.3f}]"))
   fig.add_trace(go.Scatter(x=sizes, y=fractions, mode="markers", text=list(labels),
-                           error_y=_ci_err(fractions, lo, hi), marker=dict(size=9),
+                           error_y=ci_err(fractions, lo, hi), marker=dict(size=9),
                            name="measured (95% CI)"))
   fig.update_layout(title="Rosetta fraction vs model size",
                     xaxis=dict(type="log", title="total MLP neurons N"),

@@ -1,8 +1,7 @@
 """The data-filtering case study (claim 6): Rosetta neurons select training data.
 
-``run_data_filter(cfg, fcfg, workdir, models="zoo")`` reuses the scaling study's
-models, stores and matches in ``workdir`` (it runs the stages that are missing),
-then, for the largest pair's model A:
+``run(ctx, fcfg)`` works on the pipeline's context (its models, stores and
+pairs); for the largest pair's model A it:
 
 1. picks the ``neurons`` Rosetta neurons most selective for ``target`` on the
    labelled held-out units, and as a control the same number of the most
@@ -13,7 +12,7 @@ then, for the largest pair's model A:
 3. continues pretraining A on each subset, ``repeats`` times with different data
    orders, and measures held-out loss on the target domain and on the others.
 
-Results go to ``workdir/data_filter/``.
+Results go to ``workdir/data_filter/``; ``fcfg`` is kept in its config.json.
 """
 
 from __future__ import annotations
@@ -24,97 +23,84 @@ import os
 import numpy as np
 import plotly.graph_objects as go
 
-from rosetta_jax import recording as record_lib
-from rosetta_jax.analysis import bootstrap, datafilter
+from rosetta_jax import recording
+from rosetta_jax.analysis import datafilter, stats
 from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.report.html import Report
-from rosetta_jax.studies import common
-from rosetta_jax.studies.scaling import match_pair
-from rosetta_jax.zoo import config as config_lib
+from rosetta_jax.studies import config as config_lib
+from rosetta_jax.studies import context as context_lib
+from rosetta_jax.studies.config import FilterConfig
 from rosetta_jax.zoo import train
 
+NAME = "data_filter"
+TITLE = "rosetta_jax: Rosetta neurons as data filters"
+OUTPUT = "data_filter"
+CONFIG = FilterConfig
 SUBSETS = ("rosetta", "non_rosetta", "random")
 
 
 @dataclasses.dataclass(frozen=True)
-class FilterConfig:
-  """Settings of the data-filtering study.
-
-  Attributes:
-    target: the domain to select for.
-    neurons: selector neurons (Rosetta, and the same number for the control).
-    pool_docs: training documents in the unlabelled candidate pool.
-    pool_chars: characters kept from each pool document.
-    select_fraction: share of the pool each selector keeps.
-    steps: continued-pretraining steps per run.
-    lr: its peak learning rate.
-    repeats: runs per subset (different data orders), for the CI.
-    seed: seed of the pool sample and the random subset.
+class DataFilterResult:
+  """Attributes:
+    model, pair: the model whose neurons select and its pair.
+    target: the domain selected for.
+    pool_docs, selected, pool_target_share: the pool and the selection size.
+    rosetta_neurons: Rosetta neurons of the model.
+    base_loss: held-out losses before continued pretraining.
+    subsets: per selector, the precision, the losses of each repeat and their
+      t-intervals over repeats, and the chosen neurons' selectivity.
+    rosetta_beats_random: the Rosetta selection's target-loss interval lies below
+      the random one's.
   """
-  target: str = "math"
-  neurons: int = 16
-  pool_docs: int = 600
-  pool_chars: int = 1500
-  select_fraction: float = 0.2
-  steps: int = 150
-  lr: float = 1e-3
-  repeats: int = 3
-  seed: int = 0
+  model: str
+  pair: str
+  target: str
+  pool_docs: int
+  selected: int
+  pool_target_share: float
+  rosetta_neurons: int
+  base_loss: dict
+  subsets: dict
+  rosetta_beats_random: bool
 
-  def __post_init__(self):
-    if not 0 < self.select_fraction < 1:
-      raise ValueError(f"select_fraction must be in (0, 1), got {self.select_fraction}")
-    if self.neurons < 1 or self.steps < 1 or self.repeats < 1:
-      raise ValueError("neurons, steps and repeats must be >= 1")
+  def to_json(self) -> dict:
+    return {"study": NAME, **dataclasses.asdict(self)}
 
 
 def _pool(fcfg: FilterConfig) -> list[corpus_lib.Document]:
   docs = corpus_lib.load_corpus("train")
-  rng = np.random.default_rng(fcfg.seed)
+  rng = np.random.default_rng(fcfg.pool_seed)
   pick = np.sort(rng.choice(len(docs), size=min(fcfg.pool_docs, len(docs)), replace=False))
   return [dataclasses.replace(docs[i], text=docs[i].text[:fcfg.pool_chars]) for i in pick]
 
 
-def _mean_ci(x) -> tuple[float, float, float]:
-  x = np.asarray(x, dtype=np.float64)
-  if len(x) < 2:
-    return float(x.mean()), float("nan"), float("nan")
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  h = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-  return float(x.mean()), float(x.mean() - h), float(x.mean() + h)
-
-
-def run_data_filter(cfg: config_lib.StudyConfig, fcfg: FilterConfig, workdir: str,
-                    models: str = "zoo", progress: bool = True) -> dict:
-  """Runs the study; writes config.json, results.json, report.html under
-  ``workdir/data_filter``; returns the results."""
-  out_dir = os.path.join(workdir, "data_filter")
-  common.prepare_workdir(out_dir, {"study": "data_filter", "models": models,
-                                   "config": config_lib.to_dict(cfg),
-                                   "filter": dataclasses.asdict(fcfg)})
-  pairs = common.resolve_models(models, cfg, workdir, progress=progress)
-  pair = max(pairs, key=lambda p: p.size)
+def run(ctx: context_lib.Context, fcfg: FilterConfig | None = None) -> DataFilterResult:
+  """Selects pool documents by neurons of the largest pair's model A, continues
+  pretraining on each selection, and measures held-out loss."""
+  fcfg = fcfg or FilterConfig()
+  cfg = ctx.cfg
+  pair = max(ctx.pairs, key=lambda p: p.size)
   model = pair.a
-  docs = common.study_documents(cfg)
-  stores = common.record_models([pair.a, pair.b], docs, workdir, cfg, progress=progress)
-  weights = bootstrap.bootstrap_weights(len(docs), cfg.bootstrap, cfg.seed)
-  matched = match_pair(pair, stores, cfg, weights, os.path.join(workdir, "pairs"))
-  held = stores[model.name]
+  if model.params is None:
+    raise ValueError(f"{model.name}: its weights were freed after recording; the data "
+                     "selection study continues training it, so run it in its own process")
+  held = ctx.stores[model.name]
   sites = model.mlp_sites()
   src = datafilter.concat_sites(held, sites)
   domains = datafilter.unit_domains(held.documents)
   if fcfg.target not in set(domains):
-    raise ValueError(f"target domain {fcfg.target!r} is not among {sorted(set(domains))}")
+    raise config_lib.ConfigError(f"target: domain {fcfg.target!r} is not among "
+                                 f"{sorted(set(domains))}")
   sel = datafilter.domain_selectivity(src, domains, fcfg.target)
-  is_rosetta = np.zeros(src.num_neurons, bool)
-  is_rosetta[np.asarray(matched["idx_a"], dtype=np.int64)] = True
+  is_rosetta = ctx.result(pair).mask_a
   chosen = {"rosetta": datafilter.pick_neurons(sel, is_rosetta, fcfg.neurons),
             "non_rosetta": datafilter.pick_neurons(sel, ~is_rosetta, fcfg.neurons)}
   # Score the unlabelled pool with the held-out moments of the chosen neurons.
   pool = _pool(fcfg)
-  pool_store = record_lib.record(model, pool, sites, os.path.join(out_dir, "pool_acts"),
-                                 batch_size=cfg.record_batch, max_len=cfg.record_len,
-                                 pooling=cfg.pooling, progress=progress)
+  out_dir = os.path.join(ctx.workdir, OUTPUT)
+  pool_store = recording.record(model, pool, sites, os.path.join(out_dir, "pool_acts"),
+                                batch_size=cfg.record_batch, max_len=cfg.record_len,
+                                pooling=cfg.pooling, progress=ctx.progress)
   moms = held.moments()
   mean = np.concatenate([moms[s].mean for s in sites])
   sd = np.sqrt(np.concatenate([moms[s].var for s in sites]))
@@ -122,7 +108,7 @@ def run_data_filter(cfg: config_lib.StudyConfig, fcfg: FilterConfig, workdir: st
   pool_src = datafilter.concat_sites(pool_store, sites)
   offs = pool_store.documents["unit_offsets"]
   k = max(1, int(round(fcfg.select_fraction * len(pool))))
-  rng = np.random.default_rng(fcfg.seed + 1)
+  rng = np.random.default_rng(fcfg.pool_seed + 1)
   picks = {name: np.argsort(-datafilter.score_documents(pool_src, offs, n, mean, sd),
                             kind="stable")[:k] for name, n in chosen.items()}
   picks["random"] = rng.choice(len(pool), size=k, replace=False)
@@ -132,7 +118,7 @@ def run_data_filter(cfg: config_lib.StudyConfig, fcfg: FilterConfig, workdir: st
   heldout = corpus_lib.load_corpus("heldout")
   eval_target = train.token_stream(tok, [d for d in heldout if d.domain == fcfg.target])
   eval_other = train.token_stream(tok, [d for d in heldout if d.domain != fcfg.target])
-  seq = cfg.zoo.seq_len if models == "zoo" else cfg.record_len
+  seq = cfg.zoo.seq_len if ctx.models == "zoo" else cfg.record_len
   base_loss = {"target": train.heldout_loss(model, eval_target, seq, 64),
                "other": train.heldout_loss(model, eval_other, seq, 64)}
   runs = {}
@@ -147,25 +133,29 @@ def run_data_filter(cfg: config_lib.StudyConfig, fcfg: FilterConfig, workdir: st
     runs[name] = {
         "precision": float(np.mean(pool_domains[picks[name]] == fcfg.target)),
         "target_loss": losses["target"], "other_loss": losses["other"],
-        "target_loss_ci": _mean_ci(losses["target"]),
-        "other_loss_ci": _mean_ci(losses["other"]),
+        "target_loss_ci": stats.mean_interval(losses["target"]),
+        "other_loss_ci": stats.mean_interval(losses["other"]),
         "selectivity": (float(sel[chosen[name]].mean()) if name in chosen else None),
     }
-  results = {
-      "study": "data_filter", "model": model.name, "pair": pair.label,
-      "target": fcfg.target, "pool_docs": len(pool), "selected": k,
-      "pool_target_share": float(np.mean(pool_domains == fcfg.target)),
-      "rosetta_neurons": int(is_rosetta.sum()), "base_loss": base_loss, "subsets": runs,
-      "rosetta_beats_random": bool(runs["rosetta"]["target_loss_ci"][2]
-                                   < runs["random"]["target_loss_ci"][1]),
-  }
-  common.write_json(os.path.join(out_dir, "results.json"), results)
-  _report(results, os.path.join(out_dir, "report.html"))
-  return results
+  return DataFilterResult(
+      model=model.name, pair=pair.label, target=fcfg.target, pool_docs=len(pool), selected=k,
+      pool_target_share=float(np.mean(pool_domains == fcfg.target)),
+      rosetta_neurons=int(is_rosetta.sum()), base_loss=base_loss, subsets=runs,
+      rosetta_beats_random=bool(runs["rosetta"]["target_loss_ci"][2]
+                                < runs["random"]["target_loss_ci"][1]))
 
 
-def data_filter_section(rep: Report, res: dict) -> Report:
+def claims(result: DataFilterResult) -> list[list]:
+  ros, rnd = result.subsets["rosetta"], result.subsets["random"]
+  return [[f"6. Rosetta-selected data lowers held-out {result.target} loss vs random",
+           f"{ros['target_loss_ci'][0]:.3f} vs {rnd['target_loss_ci'][0]:.3f}",
+           f"[{ros['target_loss_ci'][1]:.3f}, {ros['target_loss_ci'][2]:.3f}]",
+           "yes" if result.rosetta_beats_random else "no (CIs overlap)"]]
+
+
+def section(rep: Report, result: DataFilterResult) -> Report:
   """Adds the data-filtering study (claim 6) to a report."""
+  res = result.to_json()
   rep.section("Claim 6: Rosetta neurons select data for continued pretraining")
   rep.text(f"Model {res['model']}: {res['rosetta_neurons']} Rosetta neurons. Each selector keeps "
            f"{res['selected']} of {res['pool_docs']} unlabelled training documents "
@@ -192,9 +182,3 @@ def data_filter_section(rep: Report, res: dict) -> Report:
   rep.text("Rosetta-selected data beats a random subset: "
            f"{'yes' if res['rosetta_beats_random'] else 'not significantly'}.")
   return rep
-
-
-def _report(res: dict, path: str) -> None:
-  rep = Report("rosetta_jax: Rosetta neurons as data filters")
-  data_filter_section(rep, res)
-  rep.write(path)

@@ -1,9 +1,7 @@
 """Domains and depth (claim 3): do Rosetta neurons specialise in domains with size, and where are they?
 
-``run_domains(cfg, workdir, models)`` is the library behind ``python -m
-experiments.domains``; it shares the workdir layout of the scaling and
-polarization studies (zoo, acts, pairs, neurons) and writes
-``workdir/domains/{config.json,results.json,report.html}``.
+``run(ctx, cfg)`` works on the pipeline's context (``studies/context.py``) and
+its outputs go to ``workdir/domains/{results.json,report.html}``.
 
 Per size: each Rosetta neuron's preferred domain (argmax of its domain means),
 the share per domain against non-Rosetta neurons drawn from the same layers in
@@ -15,52 +13,81 @@ with their top-activating text, highlighted.
 
 from __future__ import annotations
 
+import dataclasses
 import html
-import os
-import time
 
 import numpy as np
 import plotly.graph_objects as go
 
-from rosetta_jax.analysis import depth as depth_lib, domains as dom_lib, polarization as pol
+from rosetta_jax.analysis import depth as depth_lib, domains as dom_lib, stats
 from rosetta_jax.analysis import selectivity as sel
 from rosetta_jax.report import figures
 from rosetta_jax.report.html import Report
-from rosetta_jax.studies import common
-from rosetta_jax.studies.polarization import (Context, load_context, model_stats,
-                                              rosetta_members, rosetta_sets,
-                                              study_config)
-from rosetta_jax.zoo import config as config_lib
+from rosetta_jax.studies import config as config_lib
+from rosetta_jax.studies import context as context_lib
 
+NAME = "domains"
+TITLE = "rosetta_jax: domain specialisation and depth"
+OUTPUT = "domains"
 SPECIALISED = ("code", "math")
 GALLERY_NEURONS = 6
 GALLERY_SNIPPETS = 5
 
 
-def _layers(ctx: Context, model) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class DomainsResult:
+  """Attributes:
+    domains: the corpus's domain names.
+    sizes: [S] pair sizes.
+    per_size: per pair, the preferred-domain shares of Rosetta neurons and of
+      layer-matched controls, with intervals.
+    trend: slopes against ln size of the specialised (code + math) share.
+    depth: per pair, Rosetta density per relative depth and its slope.
+    gallery: the largest pair's top Rosetta neurons with their top-activating text.
+  """
+  models: str
+  domains: tuple[str, ...]
+  sizes: tuple[float, ...]
+  per_size: tuple[dict, ...]
+  trend: dict
+  depth: dict
+  gallery: tuple[dict, ...]
+  bootstrap: int
+  seconds: dict
+
+  def to_json(self) -> dict:
+    return {"study": NAME, "models": self.models, "domains": list(self.domains),
+            "specialised": list(SPECIALISED), "sizes": list(self.sizes),
+            "per_size": list(self.per_size), "trend": self.trend, "depth": self.depth,
+            "gallery": list(self.gallery), "bootstrap": self.bootstrap,
+            "seconds": self.seconds}
+
+
+def _layers(ctx: context_lib.Context, model):
   n = [ctx.stores[model.name].site(s).num_neurons for s in model.mlp_sites()]
   return np.repeat(np.arange(len(n)), n), np.array(n)
 
 
-def run_domains(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
-                progress: bool = True, ctx: Context | None = None) -> dict:
-  """Runs the domains and depth study; returns the results dict."""
-  t_start = time.time()
-  sub = study_config(cfg, workdir, models, "domains", {"specialised": list(SPECIALISED)})
-  ctx = ctx or load_context(cfg, workdir, models, progress)
+def _share_ci(boot, full) -> list[float]:
+  return stats.interval(boot, float(full), bounds=(0.0, 1.0))
+
+
+def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> DomainsResult:
+  """Preferred-domain shares, their trend with size, depth profiles and a gallery."""
+  cfg = cfg or ctx.cfg
   names = list(ctx.labels.domains)
   spec = np.isin(names, SPECIALISED)
-  per_size, boot_spec, boot_spec_ctrl, depth, gallery = [], [], [], {}, []
+  per_size, boot_spec, boot_spec_ctrl, depth = [], [], [], {}
   for pair in ctx.pairs:
-    masks = rosetta_sets(ctx, pair)
-    members = rosetta_members(ctx, pair)          # [B, Na + Nb] or None
+    res = ctx.result(pair)
+    members = np.concatenate([res.members_a, res.members_b], axis=1)    # [B, Na + Nb]
     pref, pref_b, ros, ctrl, depths, const = [], [], [], [], [], []
-    for model, mask in zip((pair.a, pair.b), masks[:2]):
-      st = model_stats(ctx, model)
+    for model, mask in zip((pair.a, pair.b), (res.mask_a, res.mask_b)):
+      st = ctx.neuron_stats(model)
       layer, npl = _layers(ctx, model)
       full = sel.metrics(st)
       boot = sel.metrics(st, ctx.weights)
-      c = dom_lib.matched_controls(mask, layer, seed=ctx.cfg.seed, exclude=st.constant)
+      c = dom_lib.matched_controls(mask, layer, seed=cfg.seed, exclude=st.constant)
       pref.append(full["preferred_domain"])
       pref_b.append(boot["preferred_domain"])
       ros.append(mask & ~st.constant)
@@ -74,7 +101,7 @@ def run_domains(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
     share_r = dom_lib.domain_shares(pref[ros], len(names))
     share_c = dom_lib.domain_shares(pref[ctrl], len(names))
     # Each resample's own Rosetta set (re-matched); -1 = not counted.
-    ros_b = ros if members is None else members & ~np.concatenate(const)
+    ros_b = members & ~np.concatenate(const)
     b_r = dom_lib.domain_shares(np.where(ros_b, pref_b, -1), len(names))
     b_c = dom_lib.domain_shares(pref_b[:, ctrl], len(names))
     boot_spec.append(b_r[:, spec].sum(1))
@@ -86,37 +113,43 @@ def run_domains(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
         "label": pair.label, "size": pair.size, "rosetta": int(ros.sum()),
         "controls": int(ctrl.sum()),
         "share_rosetta": dict(zip(names, share_r.tolist())),
-        "share_rosetta_ci": {n: pol.ci(b_r[:, i]) for i, n in enumerate(names)},
+        "share_rosetta_ci": {n: _share_ci(b_r[:, i], share_r[i]) for i, n in enumerate(names)},
         "share_controls": dict(zip(names, share_c.tolist())),
-        "share_controls_ci": {n: pol.ci(b_c[:, i]) for i, n in enumerate(names)},
+        "share_controls_ci": {n: _share_ci(b_c[:, i], share_c[i]) for i, n in enumerate(names)},
         "specialised_rosetta": float(share_r[spec].sum()),
-        "specialised_rosetta_ci": pol.ci(boot_spec[-1]),
+        "specialised_rosetta_ci": _share_ci(boot_spec[-1], share_r[spec].sum()),
         "specialised_controls": float(share_c[spec].sum()),
-        "specialised_controls_ci": pol.ci(boot_spec_ctrl[-1])})
-  gallery = make_gallery(ctx, ctx.pairs[-1])
+        "specialised_controls_ci": _share_ci(boot_spec_ctrl[-1], share_c[spec].sum())})
   sizes = [e["size"] for e in per_size]
   bs, bc = np.stack(boot_spec, 1), np.stack(boot_spec_ctrl, 1)
   trends = {
-      "specialised_rosetta": pol.trend(sizes, [e["specialised_rosetta"] for e in per_size], bs),
-      "specialised_controls": pol.trend(sizes, [e["specialised_controls"] for e in per_size], bc),
-      "specialised_difference": pol.trend(
-          sizes, [e["specialised_rosetta"] - e["specialised_controls"] for e in per_size], bs - bc),
+      "specialised_rosetta": stats.trend(sizes, [e["specialised_rosetta"] for e in per_size], bs),
+      "specialised_controls": stats.trend(sizes, [e["specialised_controls"] for e in per_size],
+                                          bc),
+      "specialised_difference": stats.trend(
+          sizes, [e["specialised_rosetta"] - e["specialised_controls"] for e in per_size],
+          bs - bc),
   }
-  results = {"study": "domains", "models": models, "domains": names,
-             "specialised": list(SPECIALISED), "sizes": sizes, "per_size": per_size,
-             "trend": trends, "depth": depth, "gallery": gallery, "bootstrap": cfg.bootstrap,
-             "seconds": {**ctx.seconds, "total": time.time() - t_start}}
-  common.write_json(os.path.join(sub, "results.json"), results)
-  rep = Report("rosetta_jax: domain specialisation and depth")
-  add_section(rep, results)
-  rep.write(os.path.join(sub, "report.html"))
-  return results
+  return DomainsResult(models=ctx.models, domains=tuple(names), sizes=tuple(sizes),
+                       per_size=tuple(per_size), trend=trends, depth=depth,
+                       gallery=tuple(make_gallery(ctx, ctx.pairs[-1])),
+                       bootstrap=cfg.bootstrap, seconds=dict(ctx.seconds))
 
 
-def make_gallery(ctx: Context, pair) -> list[dict]:
+def claims(result: DomainsResult) -> list[list]:
+  t = result.trend["specialised_difference"]
+  lo, hi = t["ci"]
+  verdict = ("not measurable" if np.isnan(lo) else "yes" if lo > 0 else
+             "no (opposite)" if hi < 0 else "inconclusive (CI spans 0)")
+  return [["3. Rosetta neurons specialise (code+math share, minus controls) with size",
+           f"slope {t['slope']:.3f} per ln N", f"[{lo:.3f}, {hi:.3f}]", verdict]]
+
+
+def make_gallery(ctx: context_lib.Context, pair) -> list[dict]:
   """The top Rosetta pairs (by r) of a pair of models, with A's top-activating snippets."""
-  _, _, (ia, _, r) = rosetta_sets(ctx, pair)
-  st = model_stats(ctx, pair.a)
+  res = ctx.result(pair)
+  ia, r = res.idx_a, res.r
+  st = ctx.neuron_stats(pair.a)
   full = sel.metrics(st)
   order = np.argsort(-r, kind="stable")[:GALLERY_NEURONS]
   top = ia[order]
@@ -141,8 +174,9 @@ def make_gallery(ctx: Context, pair) -> list[dict]:
   return out
 
 
-def add_section(rep: Report, results: dict) -> Report:
+def section(rep: Report, result: DomainsResult) -> Report:
   """Adds the domains (claim 3) and depth sections to a report."""
+  results = result.to_json()
   names, t = results["domains"], results["trend"]
   rep.section("Claim 3: Rosetta neurons specialise in domains with size")
   ts = t["specialised_rosetta"]
@@ -150,8 +184,9 @@ def add_section(rep: Report, results: dict) -> Report:
   rep.text(f"Share of Rosetta neurons preferring {'+'.join(results['specialised'])}: slope per "
            f"e-fold of size {ts['slope']:.3f} [{ts['ci'][0]:.3f}, {ts['ci'][1]:.3f}]; minus the "
            f"share among layer-matched non-Rosetta controls: {td['slope']:.3f} "
-           f"[{td['ci'][0]:.3f}, {td['ci'][1]:.3f}] (95% CIs, {results['bootstrap']} document "
-           "resamples, preferred domains recomputed per resample).")
+           f"[{td['ci'][0]:.3f}, {td['ci'][1]:.3f}] (95% basic bootstrap intervals, "
+           f"{results['bootstrap']} document resamples, preferred domains recomputed per "
+           "resample).")
   fig = go.Figure()
   sizes = np.array(results["sizes"])
   for kind, dash in (("rosetta", "solid"), ("controls", "dot")):
@@ -159,7 +194,7 @@ def add_section(rep: Report, results: dict) -> Report:
       y = np.array([e[f"share_{kind}"][name] for e in results["per_size"]])
       ci = np.array([e[f"share_{kind}_ci"][name] for e in results["per_size"]])
       fig.add_trace(go.Scatter(x=sizes, y=y, mode="lines+markers", line=dict(dash=dash),
-                               name=f"{name} ({kind})", error_y=figures._ci_err(y, ci[:, 0], ci[:, 1])))  # pylint: disable=protected-access
+                               name=f"{name} ({kind})", error_y=figures.ci_err(y, ci[:, 0], ci[:, 1])))
   fig.update_layout(title="Preferred-domain share vs size (solid: Rosetta, dotted: controls)",
                     xaxis=dict(type="log", title="total MLP neurons N"),
                     yaxis=dict(title="share of neurons"), template="plotly_white", height=480)

@@ -1,11 +1,12 @@
 """Null and ablations (claim 4's robustness): does the count survive the checks reviewers asked for?
 
-``run_null_ablation(cfg, workdir, models)`` is the library behind ``python -m
-experiments.null_ablation``; it shares the scaling study's workdir (zoo, acts)
-and writes ``workdir/null_ablation/{config.json,results.json,report.html}``.
+``run(ctx, cfg)`` works on the pipeline's context (``studies/context.py``); its
+outputs go to ``workdir/null_ablation/{results.json,report.html}`` and its
+per-pair counts are cached in ``workdir/null_ablation/cache`` under keys of
+everything that determines them.
 
-Variants, each with counts per size, document-bootstrap CIs and the fitted
-exponent with its CI:
+Variants, each with counts per size, basic document-bootstrap intervals and the
+fitted exponent with its interval:
 
 * ``null``: B's units misaligned by a document-block derangement (the
   dataset-permutation null), reported as a ratio to the real count;
@@ -19,26 +20,55 @@ exponent with its CI:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
-import time
 
 import numpy as np
 import plotly.graph_objects as go
 
-from rosetta_jax.analysis import bootstrap, null as null_lib, polarization as pol
-from rosetta_jax.analysis.scaling import fit_power_law
+from rosetta_jax import io as io_lib
+from rosetta_jax.analysis import bootstrap, null as null_lib, stats
 from rosetta_jax.report.html import Report
-from rosetta_jax.studies import common
-from rosetta_jax.studies.polarization import Context, load_context, study_config
-from rosetta_jax.zoo import config as config_lib
+from rosetta_jax.studies import config as config_lib
+from rosetta_jax.studies import context as context_lib
 
+NAME = "null_ablation"
+TITLE = "rosetta_jax: permutation null and ablations"
+OUTPUT = "null_ablation"
 KS = (1, 3, 5, 10)
 R_MINS = (0.3, 0.5, 0.7)
 POOLINGS = ("mean", "max", "last")
 UNIT_FRACTIONS = (0.125, 0.25, 0.5)
 CANDIDATES = 16   # > the largest k (10), so resamples can re-rank every k-NN list
+
+
+@dataclasses.dataclass(frozen=True)
+class NullAblationResult:
+  """Attributes:
+    sizes, labels: the pairs.
+    variants: {variant: {counts, ci, fit}} (criteria, poolings, unit budgets, null).
+    null_ratio: per pair, null vs real counts and their r maxima.
+    max_null_ratio: the largest null / real count ratio.
+    null_threshold_ratio: {r floor: null vs real counts summed over sizes}.
+  """
+  models: str
+  sizes: tuple[float, ...]
+  labels: tuple[str, ...]
+  variants: dict
+  null_ratio: tuple[dict, ...]
+  max_null_ratio: float
+  null_threshold_ratio: dict
+  bootstrap: int
+  seconds: dict
+
+  def to_json(self) -> dict:
+    return {"study": NAME, "models": self.models, "sizes": list(self.sizes),
+            "labels": list(self.labels), "variants": self.variants,
+            "null_ratio": list(self.null_ratio), "max_null_ratio": self.max_null_ratio,
+            "null_threshold_ratio": self.null_threshold_ratio, "bootstrap": self.bootstrap,
+            "seconds": self.seconds}
 
 
 def _acts(store, model):
@@ -47,25 +77,27 @@ def _acts(store, model):
 
 def _cached(path: str, fn):
   if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+    return io_lib.read_json(path, what="a cached count")
   out = fn()
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  common.write_json(path, out)
+  io_lib.write_json(path, out)
   return out
 
 
-def _cache_prefix(ctx: Context, pair, sub: str) -> str:
-  return os.path.join(sub, "cache", f"{pair.label}-b{ctx.cfg.bootstrap}")
+def cache_prefix(ctx: context_lib.Context, pair) -> str:
+  """Cache files of one pair: keyed on the pair's inputs and every setting used."""
+  parts = {"pair": context_lib.pair_key(ctx, pair, ctx.cfg.criterion), "ks": KS,
+           "r_mins": R_MINS, "candidates": CANDIDATES, "pooling": ctx.cfg.pooling}
+  key = hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+  return os.path.join(ctx.workdir, OUTPUT, "cache", f"{pair.label}-{key}")
 
 
-def pair_variants(ctx: Context, pair, sub: str, poolings=POOLINGS,
+def pair_variants(ctx: context_lib.Context, pair, poolings=POOLINGS,
                   fractions=UNIT_FRACTIONS, pool_stores=None) -> dict:
   """{variant name: {count, boot, ci}} for one pair of models."""
   cfg = ctx.cfg
-  cache = _cache_prefix(ctx, pair, sub)
+  cache = cache_prefix(ctx, pair)
   sa, sb = ctx.stores[pair.a.name], ctx.stores[pair.b.name]
-  doc = common.doc_index(sa)
+  doc = context_lib.doc_index(sa)
   null_criteria = [(1, None)] + [(1, r) for r in R_MINS]
   null = _cached(cache + "-null.json", lambda: null_lib.count_variants(
       _acts(sa, pair.a), _acts(sb, pair.b), doc, ctx.weights, null_criteria, CANDIDATES,
@@ -89,14 +121,14 @@ def pair_variants(ctx: Context, pair, sub: str, poolings=POOLINGS,
         _acts(ps[pair.a.name], pair.a), _acts(ps[pair.b.name], pair.b), doc, ctx.weights,
         [(1, None)], CANDIDATES))[0]
   for f in fractions:
-    def run(f=f):
+    def run_fraction(f=f):
       units = null_lib.document_subset(doc, f, seed=cfg.seed)
       sub_doc = doc[units]
       w = bootstrap.bootstrap_weights(len(np.unique(sub_doc)), cfg.bootstrap, cfg.seed)
-      sel = lambda acts: {s: null_lib.UnitSubset(x, units) for s, x in acts.items()}
-      return null_lib.count_variants(sel(_acts(sa, pair.a)), sel(_acts(sb, pair.b)), sub_doc,
+      pick = lambda acts: {s: null_lib.UnitSubset(x, units) for s, x in acts.items()}
+      return null_lib.count_variants(pick(_acts(sa, pair.a)), pick(_acts(sb, pair.b)), sub_doc,
                                      w, [(1, None)], CANDIDATES)[0] | {"units": int(len(units))}
-    out[f"units={f}"] = _cached(cache + f"-units_{f}.json", run)
+    out[f"units={f}"] = _cached(cache + f"-units_{f}.json", run_fraction)
   out[f"pool={cfg.pooling}"] = out["k=1"]
   out["units=1.0"] = dict(out["k=1"], units=int(len(doc)))
   return out
@@ -114,34 +146,29 @@ def _threshold_ratio(ratios) -> dict:
 
 def _fit(sizes, counts, boot) -> dict:
   try:
-    f = fit_power_law(sizes, counts, boot_counts=boot)
+    f = stats.fit_power_law(sizes, counts, boot_counts=boot)
     return {"beta": f.beta, "ci": list(f.ci), "r2": f.r2}
   except ValueError as e:                       # e.g. zero counts at most sizes
     return {"beta": float("nan"), "ci": [float("nan")] * 2, "error": str(e)}
 
 
-def run_null_ablation(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
-                      progress: bool = True, ctx: Context | None = None,
-                      poolings=POOLINGS, fractions=UNIT_FRACTIONS) -> dict:
-  """Runs the null and ablations; returns the results dict."""
-  t_start = time.time()
-  sub = study_config(cfg, workdir, models, "null_ablation",
-                     {"ks": KS, "r_mins": R_MINS, "poolings": list(poolings),
-                      "unit_fractions": list(fractions), "candidates": CANDIDATES})
-  ctx = ctx or load_context(cfg, workdir, models, progress)
-  uniq = list({m.name: m for p in ctx.pairs for m in (p.a, p.b)}.values())
+def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None,
+        poolings=POOLINGS, fractions=UNIT_FRACTIONS) -> NullAblationResult:
+  """Counts every variant of every pair; fits each variant's exponent."""
+  cfg = cfg or ctx.cfg
   # Re-pooled recordings (each as large as the main store) are made only for
   # pairs whose pooling counts are not cached yet, and removed once all are.
   pool_stores = {}
   for how in poolings:
-    missing = [p for p in ctx.pairs
-               if not os.path.exists(_cache_prefix(ctx, p, sub) + f"-pool_{how}.json")]
+    missing = [p for p in ctx.pairs if not os.path.exists(cache_prefix(ctx, p) +
+                                                          f"-pool_{how}.json")]
     if how != cfg.pooling and missing:
-      pool_stores[how] = common.record_models(uniq, ctx.docs, os.path.join(sub, f"pool_{how}"),
-                                              dataclasses.replace(cfg, pooling=how), progress)
-  rows = [pair_variants(ctx, p, sub, poolings, fractions, pool_stores) for p in ctx.pairs]
+      pool_stores[how] = context_lib.record_models(
+          ctx.unique_models, ctx.docs, os.path.join(ctx.workdir, OUTPUT, f"pool_{how}"),
+          dataclasses.replace(cfg, pooling=how), ctx.progress)
+  rows = [pair_variants(ctx, p, poolings, fractions, pool_stores) for p in ctx.pairs]
   for how in pool_stores:
-    shutil.rmtree(os.path.join(sub, f"pool_{how}"), ignore_errors=True)
+    shutil.rmtree(os.path.join(ctx.workdir, OUTPUT, f"pool_{how}"), ignore_errors=True)
   sizes = np.array([p.size for p in ctx.pairs])
   variants = {}
   for name in rows[0]:
@@ -155,30 +182,41 @@ def run_null_ablation(cfg: config_lib.StudyConfig, workdir: str, models: str = "
   null = np.array([r["null"]["boot"] for r in rows], np.float64)
   with np.errstate(divide="ignore", invalid="ignore"):
     ratio_boot = null / real
-  ratios = [{"label": p.label, "real": r["k=1"]["count"], "null": r["null"]["count"],
-             "ratio": r["null"]["count"] / max(r["k=1"]["count"], 1), "ratio_ci": pol.ci(rb),
-             "null_r_max": r["null"]["r_max"], "real_r_max": r["k=1"]["r_max"],
-             "thresholded": {str(t): [r[f"r>={t}"]["count"], r[f"null r>={t}"]["count"]]
-                             for t in R_MINS},
-             "calibrated": r["r>null max"]["count"]}
-            for p, r, rb in zip(ctx.pairs, rows, ratio_boot)]
-  results = {"study": "null_ablation", "models": models, "sizes": sizes.tolist(),
-             "labels": [p.label for p in ctx.pairs], "variants": variants,
-             "null_ratio": ratios, "max_null_ratio": max(x["ratio"] for x in ratios),
-             "null_threshold_ratio": _threshold_ratio(ratios),
-             "bootstrap": cfg.bootstrap, "seconds": {**ctx.seconds, "total": time.time() - t_start}}
-  common.write_json(os.path.join(sub, "results.json"), results)
-  rep = Report("rosetta_jax: permutation null and ablations")
-  add_section(rep, results)
-  rep.write(os.path.join(sub, "report.html"))
-  return results
+  ratios = []
+  for p, r, rb in zip(ctx.pairs, rows, ratio_boot):
+    ratio = r["null"]["count"] / max(r["k=1"]["count"], 1)
+    ratios.append({
+        "label": p.label, "real": r["k=1"]["count"], "null": r["null"]["count"],
+        "ratio": ratio, "ratio_ci": stats.interval(rb, ratio, bounds=(0.0, None)),
+        "null_r_max": r["null"]["r_max"], "real_r_max": r["k=1"]["r_max"],
+        "thresholded": {str(t): [r[f"r>={t}"]["count"], r[f"null r>={t}"]["count"]]
+                        for t in R_MINS},
+        "calibrated": r["r>null max"]["count"]})
+  return NullAblationResult(
+      models=ctx.models, sizes=tuple(sizes.tolist()), labels=tuple(p.label for p in ctx.pairs),
+      variants=variants, null_ratio=tuple(ratios),
+      max_null_ratio=max(x["ratio"] for x in ratios),
+      null_threshold_ratio=_threshold_ratio(ratios), bootstrap=cfg.bootstrap,
+      seconds=dict(ctx.seconds))
 
 
-def _counts_figure(results: dict, names, title: str) -> go.Figure:
+def claims(result: NullAblationResult) -> list[list]:
+  tr = result.null_threshold_ratio
+  t0 = min(tr, key=float)
+  x = tr[t0]
+  k = result.variants["k=3"]["fit"]
+  return [[f"4. permutation null collapses (r >= {t0})", f"null/real = {x['null']}/{x['real']}",
+           "", "yes" if x["real"] and x["null"] <= 0.1 * x["real"] else "no"],
+          ["4. exponent with mutual 3-NN instead of best buddies", f"beta = {k['beta']:.3f}",
+           f"[{k['ci'][0]:.3f}, {k['ci'][1]:.3f}]",
+           "yes" if k["ci"][1] < 1 else "no (CI reaches 1)"]]
+
+
+def _counts_figure(results: NullAblationResult, names, title: str) -> go.Figure:
   fig = go.Figure()
-  sizes = np.array(results["sizes"])
+  sizes = np.array(results.sizes)
   for n in names:
-    v = results["variants"][n]
+    v = results.variants[n]
     y = np.array(v["counts"], np.float64)
     ci = np.array(v["ci"])
     f = v["fit"]
@@ -192,8 +230,9 @@ def _counts_figure(results: dict, names, title: str) -> go.Figure:
   return fig
 
 
-def add_section(rep: Report, results: dict) -> Report:
+def section(rep: Report, result: NullAblationResult) -> Report:
   """Adds the null and ablation section to a report."""
+  results = result.to_json()
   v = results["variants"]
   rep.section("Claim 4 checks: permutation null and ablations")
   tr = results["null_threshold_ratio"]
@@ -202,15 +241,16 @@ def add_section(rep: Report, results: dict) -> Report:
            f"{results['max_null_ratio']:.3f}. With an r threshold the null collapses: "
            + "; ".join(f"r >= {t}: {x['null']} null vs {x['real']} real pairs (all sizes)"
                        for t, x in tr.items())
-           + f". Exponents with 95% CIs from {results['bootstrap']} document resamples.")
-  rep.figure(_counts_figure(results, ["k=1", "null", "r>null max"],
+           + f". Exponents with 95% basic bootstrap intervals from {results['bootstrap']} "
+           "document resamples.")
+  rep.figure(_counts_figure(result, ["k=1", "null", "r>null max"],
                             "Real vs permutation-null counts, and real pairs above the null's max r"))
-  rep.figure(_counts_figure(results, [f"k={k}" for k in KS], "Mutual k-NN"))
-  rep.figure(_counts_figure(results, ["k=1"] + [f"r>={r}" for r in R_MINS], "r thresholds"))
+  rep.figure(_counts_figure(result, [f"k={k}" for k in KS], "Mutual k-NN"))
+  rep.figure(_counts_figure(result, ["k=1"] + [f"r>={r}" for r in R_MINS], "r thresholds"))
   pools = [n for n in v if n.startswith("pool=")]
-  rep.figure(_counts_figure(results, pools, "Pooling within units"))
+  rep.figure(_counts_figure(result, pools, "Pooling within units"))
   units = sorted((n for n in v if n.startswith("units=")), key=lambda n: float(n[6:]))
-  rep.figure(_counts_figure(results, units, "Unit budget (fraction of documents)"))
+  rep.figure(_counts_figure(result, units, "Unit budget (fraction of documents)"))
   rep.table(["pair", "real", "null", "null / real", "95% CI", "max r (real)", "max r (null)",
              "real pairs above null max r"],
             [[x["label"], x["real"], x["null"], x["ratio"],

@@ -1,264 +1,164 @@
-"""The scaling study (claim 1): Rosetta count vs model size, with a bootstrap CI.
+"""The scaling study (claim 1): Rosetta count vs model size, with bootstrap intervals.
 
-``run_scaling(cfg, workdir, models="zoo")`` is the library behind
-``python -m experiments.scaling``: models -> recorded activations -> Rosetta
-pairs per size -> power law. Finished pair matches are cached in
-``workdir/pairs`` so a re-run only redoes what is missing.
+``run(ctx, cfg)`` counts the Rosetta pairs of every pair of models in the
+context (``context.match_pair``), fits count ~ N^beta over the sizes, and, when
+every pair of three or more models was matched, finds the anchors. Its outputs
+are the workdir's top-level ``results.json`` and ``report.html``.
 """
 
 from __future__ import annotations
 
-import gc
-import json
-import os
-import time
+import dataclasses
 
 import numpy as np
 from absl import logging
 
-from rosetta_jax import store as store_lib
-from rosetta_jax.analysis import bootstrap, null as null_lib, scaling
-from rosetta_jax.match import rosetta
-from rosetta_jax.match.sources import ConcatSource
-from rosetta_jax.models import base
-from rosetta_jax.report import scaling_report
-from rosetta_jax.studies.common import (Pair, doc_index, prepare_workdir, record_models,
-                                        resolve_models, study_documents, write_json)
-from rosetta_jax.zoo import config as config_lib
+from rosetta_jax.analysis import stats
+from rosetta_jax.report import figures
+from rosetta_jax.report.html import Report
+from rosetta_jax.studies import config as config_lib
+from rosetta_jax.studies import context as context_lib
+
+NAME = "scaling"
+TITLE = "rosetta_jax: Rosetta neuron scaling"
+OUTPUT = ""             # the workdir itself: the main job
 
 
-# ----------------------------------------------------------------------------
-# Matching
-# ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ScalingResult:
+  """The scaling study's result.
 
-
-def count_ci(count: int, boot: np.ndarray, level: float = 0.95) -> list[float]:
-  """Basic (reverse-percentile) bootstrap interval of a count.
-
-  Resampling documents with replacement shifts mutual-NN counts (duplicated
-  documents change every correlation), so the plain percentile interval can miss
-  the estimate itself; the basic interval ``2*count - q`` corrects that
-  first-order bias. ``boot_mean`` in the results shows the shift.
+  Attributes:
+    models: the ``--models`` spec.
+    pairs: one ``PairResult`` per pair of models, by increasing size.
+    fit: count ~ N^beta over the sizes (None with fewer than two sizes with pairs).
+    anchors: ``context.anchor_sets`` (None unless every pair of >= 3 models was matched).
+    model_info: name, neurons, layers, sites, neurons_per_layer, params per model.
+    documents: documents recorded.
+    bootstrap: document resamples.
+    seconds: time per stage.
   """
-  a = (1 - level) / 2
-  lo, hi = np.quantile(boot, [a, 1 - a])
-  return [max(0.0, 2 * count - hi), 2 * count - lo]
+  models: str
+  pairs: tuple[context_lib.PairResult, ...]
+  fit: stats.PowerLawFit | None
+  anchors: dict | None
+  model_info: tuple[dict, ...]
+  documents: int
+  bootstrap: int
+  seconds: dict
+
+  @property
+  def sizes(self) -> np.ndarray:
+    return np.array([p.size for p in self.pairs])
+
+  @property
+  def counts(self) -> np.ndarray:
+    return np.array([p.count for p in self.pairs])
+
+  def to_json(self) -> dict:
+    return {
+        "study": NAME, "models": self.models,
+        "sizes": self.sizes.tolist(), "counts": self.counts.tolist(),
+        "null_counts": [int(len(p.null_r)) for p in self.pairs],
+        "fractions": (self.counts / self.sizes).tolist(),
+        "criterion": self.pairs[0].criterion if self.pairs else None,
+        "pairs": [p.summary() for p in self.pairs],
+        "fit": self.fit.to_dict() if self.fit else None,
+        "units": self.pairs[0].units if self.pairs else 0, "documents": self.documents,
+        "bootstrap": self.bootstrap, "model_info": list(self.model_info),
+        "anchors": self.anchors, "seconds": self.seconds,
+    }
 
 
-def match_pair(pair: Pair, stores: dict, cfg: config_lib.StudyConfig, weights: np.ndarray,
-               cache_dir: str, masks: bool = False, progress: bool = False) -> dict:
-  """Matches one pair, counts Rosetta pairs, and bootstraps the count.
-
-  Returns a JSON-ready dict (count, fraction, r distribution, per-layer density,
-  bootstrap counts) and writes the pairs table to ``cache_dir``. Results are
-  cached per (pair, criterion): ``{label}.json`` for the default criterion, a
-  suffixed name for other k / r_min / candidate / null-threshold settings.
-
-  The dataset-permutation null runs through the same matcher (B's documents
-  shuffled as blocks); with ``cfg.null_threshold`` a pair counts only if its r
-  exceeds the strongest pair the null produced, so chance matches are excluded.
-  """
-  os.makedirs(cache_dir, exist_ok=True)
-  key = pair.label
-  if (cfg.k, cfg.r_min, cfg.candidates, cfg.null_threshold) != (
-      1, None, config_lib.StudyConfig.candidates, True):
-    key += f"-k{cfg.k}-r{cfg.r_min}-c{cfg.candidates}-n{int(cfg.null_threshold)}"
-  if cfg.null_threshold and cfg.null_fdr is not None:
-    key += f"-fdr{cfg.null_fdr}"
-  cache = os.path.join(cache_dir, f"{key}.json")
-  mask_file = os.path.join(cache_dir, f"{key}.members.npz")
-  if os.path.exists(cache) and (not masks or os.path.exists(mask_file)):
-    with open(cache) as f:
-      out = json.load(f)
-    if out.get("resamples") == len(weights) and "idx_a" in out:
-      return out
-  sa, sb = stores[pair.a.name], stores[pair.b.name]
-  store_lib.check_same_units(sa, sb)
-  acts_a = {s: sa.site(s) for s in pair.a.mlp_sites()}
-  acts_b = {s: sb.site(s) for s in pair.b.mlp_sites()}
-  # k + candidates - 1: a resample can re-rank k-NN lists (with c == k it never could).
-  c = cfg.candidates + cfg.k - 1
-  t0 = time.time()
-  result, sites_a, off_a, sites_b, off_b = rosetta.match_sites(
-      acts_a, acts_b, k=c, model_a=pair.a.name, model_b=pair.b.name, progress=progress)
-  null, *_ = rosetta.match_sites(acts_a, acts_b, k=cfg.k, model_a=pair.a.name,
-                                 model_b=pair.b.name, null_permutation=cfg.seed,
-                                 doc_ids=doc_index(sa), progress=progress)
-  t_match = time.time() - t0
-  _, _, null_r = rosetta.mutual_pairs(null, k=cfg.k, r_min=cfg.r_min)
-  null_r_max = float(null_r.max()) if len(null_r) else None
-  r_min = cfg.r_min
-  raw_r = rosetta.mutual_pairs(result, k=cfg.k)[2]
-  if cfg.null_threshold and null_r_max is not None:
-    if cfg.null_fdr is None:
-      above = float(np.nextafter(np.float32(null_r_max), np.float32(np.inf)))
-    else:
-      above = null_lib.fdr_threshold(raw_r, null_r, cfg.null_fdr)
-    r_min = above if r_min is None else max(r_min, above)
-  raw = len(raw_r)
-  ia, jb, r = rosetta.mutual_pairs(result, k=cfg.k, r_min=r_min)
-  # Bootstrap over documents, re-matching each resample among the candidates.
-  t0 = time.time()
-  stats = bootstrap.doc_stats(ConcatSource(list(acts_a.values())),
-                              ConcatSource(list(acts_b.values())), doc_index(sa),
-                              result.a_to_b_idx, result.b_to_a_idx,
-                              num_docs=len(sa.documents["doc_ids"]))
-  boot, in_a, in_b = bootstrap.resample_counts(stats, weights, k=cfg.k, r_min=r_min,
-                                               return_masks=True)
-  # Which neurons are in a pair, per resample (bit-packed): the anchor analysis
-  # intersects these across a model's partners.
-  np.savez_compressed(mask_file, a=np.packbits(in_a, axis=1), b=np.packbits(in_b, axis=1),
-                      num_a=in_a.shape[1], num_b=in_b.shape[1])
-  t_boot = time.time() - t0
-  layer_a = np.searchsorted(off_a, ia, side="right") - 1
-  per_layer = np.bincount(layer_a, minlength=len(sites_a)) / np.diff(off_a)
-  with open(os.path.join(cache_dir, f"{key}.tsv"), "w") as f:
-    f.write("site_a\tneuron_a\tsite_b\tneuron_b\tr\n")
-    lb = np.searchsorted(off_b, jb, side="right") - 1
-    for i, j, la, lb_, rr in zip(ia, jb, layer_a, lb, r):
-      f.write(f"{sites_a[la]}\t{i - off_a[la]}\t{sites_b[lb_]}\t{j - off_b[lb_]}\t{rr:.6f}\n")
-  out = {
-      "label": pair.label, "model_a": pair.a.name, "model_b": pair.b.name,
-      "neurons_a": pair.a.num_neurons, "neurons_b": pair.b.num_neurons,
-      "size": pair.size, "count": int(len(ia)), "fraction": len(ia) / pair.size,
-      "count_ci": count_ci(len(ia), boot),
-      "boot_mean": float(boot.mean()),
-      "raw_count": raw, "null_count": int(len(null_r)), "null_r_max": null_r_max,
-      "null_r_quantiles": (np.quantile(null_r, [0.5, 0.9, 0.99]).tolist() if len(null_r)
-                           else None),
-      "raw_r_quantiles": np.quantile(raw_r, [0.5, 0.9, 0.99]).tolist() if raw else None,
-      "count_above_null_max": (int((raw_r > null_r_max).sum()) if null_r_max is not None
-                               else raw),
-      "r_threshold": r_min,
-      "idx_a": ia.tolist(), "idx_b": jb.tolist(),
-      "r": r.tolist(), "r_mean": float(r.mean()) if len(r) else float("nan"),
-      "excluded_a": int(len(result.excluded_a)), "excluded_b": int(len(result.excluded_b)),
-      "units": int(result.num_units), "layer_density_a": per_layer.tolist(),
-      "num_layers_a": len(sites_a), "boot_counts": boot.tolist(),
-      "depth_a": list(rosetta.relative_depths(sites_a, pair.a.num_layers).values()),
-      "resamples": len(weights), "seconds": {"match": t_match, "bootstrap": t_boot},
-      "cache": f"{key}.json",
-  }
-  write_json(cache, out)
-  return out
-
-
-def load_members(cache_dir: str, row: dict) -> tuple[np.ndarray, np.ndarray] | None:
-  """Per-resample pair membership of a ``match_pair`` row: (in_a [B, Na], in_b [B, Nb])
-  bool, or None for a pair cached before membership was kept."""
-  if not row.get("cache"):
-    return None
-  path = os.path.join(cache_dir, os.path.splitext(row["cache"])[0] + ".members.npz")
-  if not os.path.exists(path):
-    return None
-  with np.load(path) as z:
-    return (np.unpackbits(z["a"], axis=1, count=int(z["num_a"])).astype(bool),
-            np.unpackbits(z["b"], axis=1, count=int(z["num_b"])).astype(bool))
-
-
-def anchors(rows: list, info: list, cache_dir: str) -> dict | None:
-  """Neurons of each model with a Rosetta partner in *every* other model.
-
-  Defined when the study matched every pair of >= 3 models (a plain ``A,B,C``
-  list). For model X the anchor set is the intersection, over the other models
-  Y, of X's neurons in a Rosetta pair with Y; its CI intersects the same
-  document-bootstrap resamples of every pair (basic bootstrap, as the counts).
-
-  Returns:
-    {model: {count, fraction, count_ci, partners, layer_density, depth}} or None.
-  """
-  names = [m["name"] for m in info]
-  by = {(r["model_a"], r["model_b"]): r for r in rows}
-  if len(names) < 3 or any((x, y) not in by and (y, x) not in by
-                           for i, x in enumerate(names) for y in names[i + 1:]):
-    return None
-  out = {}
-  for m in info:
-    x, n = m["name"], m["neurons"]
-    point, members = np.ones(n, bool), []
-    for y in names:
-      if y == x:
-        continue
-      side = "a" if (x, y) in by else "b"
-      r = by[(x, y)] if side == "a" else by[(y, x)]
-      mine = np.zeros(n, bool)
-      mine[np.asarray(r[f"idx_{side}"], np.int64)] = True
-      point &= mine
-      both = load_members(cache_dir, r)          # None: cached before members were kept
-      members.append(None if both is None else both[0 if side == "a" else 1])
-    count = int(point.sum())
-    ci = None
-    if all(b is not None for b in members):
-      ci = count_ci(count, np.logical_and.reduce(members).sum(1))
-    site_of = np.arange(n) // int(m["neurons_per_layer"])      # studied site of each neuron
-    density = np.bincount(site_of[point], minlength=len(m["sites"])) / np.bincount(site_of)
-    out[x] = {"count": count, "fraction": count / n, "partners": len(names) - 1,
-              "count_ci": ci, "layer_density": density.tolist(),
-              "depth": list(rosetta.relative_depths(m["sites"], m["layers"]).values())}
-  return out
-
-
-# ----------------------------------------------------------------------------
-# The study
-# ----------------------------------------------------------------------------
-
-
-def run_scaling(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
-                progress: bool = True) -> dict:
-  """Runs the scaling study into ``workdir``; returns the results dict.
-
-  Writes ``config.json``, ``results.json``, ``report.html`` (and the zoo,
-  activation stores and pair tables beneath ``workdir``).
-  """
-  prepare_workdir(workdir, {"study": "scaling", "models": models,
-                            "config": config_lib.to_dict(cfg)})
-  t_start = time.time()
-  pairs = resolve_models(models, cfg, workdir, progress=progress)
-  t_models = time.time() - t_start
-  docs = study_documents(cfg)
-  uniq = list({m.name: m for p in pairs for m in (p.a, p.b)}.values())
-  t0 = time.time()
-  stores = record_models(uniq, docs, workdir, cfg, progress=progress)
-  t_record = time.time() - t0
-  info = [{"name": m.name, "neurons": m.num_neurons, "layers": m.num_layers,
-           "sites": m.mlp_sites(),
-           "neurons_per_layer": m.neurons_per_layer, "params": base.count_params(m.params)}
-          for m in uniq]
-  for m in uniq:      # matching reads the stores: free the weights (GBs for real models)
-    m.params = None
-  gc.collect()
-  num_docs = len(docs)
-  weights = bootstrap.bootstrap_weights(num_docs, cfg.bootstrap, cfg.seed)
-  t0 = time.time()
-  want_anchors = len(uniq) >= 3 and len(pairs) == len(uniq) * (len(uniq) - 1) // 2
-  rows = [match_pair(p, stores, cfg, weights, os.path.join(workdir, "pairs"),
-                     masks=want_anchors, progress=progress) for p in pairs]
-  t_match = time.time() - t0
-  rows.sort(key=lambda r: r["size"])
-  sizes = np.array([r["size"] for r in rows])
-  counts = np.array([r["count"] for r in rows])
-  boot = np.array([r["boot_counts"] for r in rows]).T        # [B, S]
+def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> ScalingResult:
+  """Counts, intervals and the power law of every pair in the context."""
+  del cfg       # the pipeline's own config (ctx.cfg) is the study's
+  results = tuple(ctx.result(p) for p in ctx.pairs)
+  sizes = np.array([r.size for r in results])
+  counts = np.array([r.count for r in results])
   fit = None
   if len(np.unique(sizes[counts > 0])) >= 2:
-    fit = scaling.fit_power_law(sizes, counts, boot_counts=boot)
+    fit = stats.fit_power_law(sizes, counts,
+                              boot_counts=np.stack([r.boot_counts for r in results], 1))
+    logging.info("beta = %.3f [%.3f, %.3f] over %d sizes", fit.beta, *fit.ci, len(results))
   else:
     logging.warning("fewer than two sizes with Rosetta pairs: no power-law fit")
-  results = {
-      "study": "scaling", "models": models,
-      "sizes": sizes.tolist(), "counts": counts.tolist(),
-      "null_counts": [r.get("null_count") for r in rows],
-      "fractions": (counts / sizes).tolist(),
-      "pairs": [{k: v for k, v in r.items() if k not in ("boot_counts", "idx_a", "idx_b")}
-                for r in rows],
-      "fit": fit.to_dict() if fit else None,
-      "units": rows[0]["units"], "documents": num_docs, "bootstrap": cfg.bootstrap,
-      "model_info": info,
-      "anchors": anchors(rows, info, os.path.join(workdir, "pairs")) if want_anchors else None,
-      "seconds": {"models": t_models, "record": t_record, "match": t_match,
-                  "total": time.time() - t_start},
-  }
-  write_json(os.path.join(workdir, "results.json"), results)
-  scaling_report(results, fit, os.path.join(workdir, "report.html"))
-  if fit:
-    logging.info("beta = %.3f [%.3f, %.3f] over %d sizes", fit.beta, *fit.ci, len(rows))
-  return results
+  return ScalingResult(
+      models=ctx.models, pairs=results, fit=fit, anchors=context_lib.anchor_sets(ctx, results),
+      model_info=ctx.info,
+      documents=len(ctx.docs), bootstrap=ctx.cfg.bootstrap,
+      seconds={**ctx.seconds, "match": sum(sum(r.seconds.values()) for r in results)})
+
+
+def claims(result: ScalingResult) -> list[list]:
+  """Summary rows: (claim, measured, 95% CI, agrees with the published claim?)."""
+  name = "1. Rosetta count ~ N^beta, sublinear (beta < 1)"
+  if result.fit is None:
+    return [[name, "one size: no fit", "", "not measurable"]]
+  f = result.fit
+  return [[name, f"beta = {f.beta:.3f}", f"[{f.ci[0]:.3f}, {f.ci[1]:.3f}]",
+           "yes" if f.ci[1] < 1 else "no (CI reaches 1)"]]
+
+
+def section(rep: Report, result: ScalingResult) -> Report:
+  """Adds the scaling study (claim 1) to a report."""
+  pairs, fit = result.pairs, result.fit
+  sizes, counts = result.sizes, result.counts
+  ci = np.array([p.count_ci for p in pairs]).reshape(-1, 2)
+  lo, hi = ci[:, 0], ci[:, 1]
+  labels = [p.label for p in pairs]
+  rep.section("Claim 1: Rosetta neurons grow as a sublinear power law")
+  if fit is not None:
+    verdict = ("sublinear: the fraction shrinks with size" if fit.ci[1] < 1 else
+               "not significantly sublinear at this scale")
+    rep.text(f"count ~ N^beta with beta = {fit.beta:.3f}, 95% CI [{fit.ci[0]:.3f}, "
+             f"{fit.ci[1]:.3f}] (basic bootstrap over {fit.n_boot} document resamples, "
+             f"r2 = {fit.r2:.3f}); fraction ~ N^{fit.beta_fraction:.3f}. Verdict: {verdict}.")
+  else:
+    rep.text("Only one model size has Rosetta pairs: no power law can be fitted.")
+  units = pairs[0].units if pairs else 0
+  crit = pairs[0].criterion if pairs else {}
+  rep.text(f"{units} aligned units from {result.documents} held-out documents; Rosetta = "
+           f"mutual {crit.get('k', 1)}-nearest neighbours on Pearson r across all layers, "
+           f"null rule {crit.get('null')!r}"
+           + (f" (q = {crit['q']})" if crit.get("q") is not None else "") + ".", css="note")
+  if fit is not None:
+    rep.figure(figures.count_vs_size(fit, sizes, counts, lo, hi, labels))
+    rep.figure(figures.fraction_vs_size(fit, sizes, counts / sizes, lo / sizes, hi / sizes,
+                                        labels))
+  rep.figure(figures.r_distribution({p.label: p.r for p in pairs}))
+  rep.figure(figures.depth_profile({p.label: (np.asarray(p.depth_a), p.layer_density_a)
+                                    for p in pairs}))
+  rep.table(["pair", "neurons (A)", "count", "95% CI", "fraction", "mean r",
+             "mutual NN (no threshold)", "null count", "null max r", "r threshold",
+             "constant (excluded)"],
+            [[p.label, p.neurons_a, p.count, f"[{p.count_ci[0]:.0f}, {p.count_ci[1]:.0f}]",
+              p.fraction, float(p.r.mean()) if p.count else float("nan"), len(p.raw_r),
+              len(p.null_r), p.null_r_max if p.null_r_max is not None else "-",
+              p.r_threshold if p.r_threshold is not None else "-",
+              p.excluded_a + p.excluded_b] for p in pairs])
+  rep.text("Null: B's held-out documents shuffled as whole blocks (same matcher). A pair "
+           "counts as Rosetta when it is a mutual nearest neighbour and, under the 'max' "
+           "null rule, its r exceeds the strongest null pair (under 'fdr', the lowest r "
+           "above which the null explains at most a fraction q of the pairs). Intervals: "
+           "basic bootstrap over documents, each resample re-matched among the candidates.",
+           css="note")
+  if result.anchors:
+    anchor_section(rep, result.anchors)
+  return rep
+
+
+def anchor_section(rep: Report, anchors: dict) -> Report:
+  """Neurons with a Rosetta partner in every other model (one row per anchor model)."""
+  rep.section("Anchors: neurons with a Rosetta partner in every other model")
+  rows = []
+  for name, a in anchors.items():
+    ci = a["count_ci"]
+    rows.append([name, a["partners"], a["count"], f"[{ci[0]:.0f}, {ci[1]:.0f}]", a["fraction"]])
+  rep.table(["anchor model", "other models", "neurons in all", "95% CI", "fraction"], rows)
+  rep.figure(figures.depth_profile(
+      {name: (np.array(a["depth"]), np.array(a["layer_density"])) for name, a in anchors.items()}))
+  rep.text("An anchor neuron is in a Rosetta pair (same criterion as above) with each "
+           "other model; its interval intersects the same document resamples across pairs.",
+           css="note")
+  return rep
