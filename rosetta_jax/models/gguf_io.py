@@ -322,7 +322,8 @@ def hf_config_dict(header: Header) -> dict:
   """The transformers config dict of a GGUF file, key for key as
   ``transformers.modeling_gguf_pytorch_utils.load_gguf_checkpoint`` derives it for
   the architectures in ``ARCHITECTURES`` (tested against it), without its slow
-  parse of the vocabulary.
+  parse of the vocabulary. One difference: a file with neither a vocabulary nor a
+  ``<arch>.vocab_size`` gets the embedding's row count as ``vocab_size``.
   """
   from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
   meta = header.metadata
@@ -346,8 +347,16 @@ def hf_config_dict(header: Header) -> dict:
       config[renames[rest]] = value
   if config.get("model_type") == "gemma3":
     config["model_type"] = "gemma3_text"
-  if "vocab_size" not in config and isinstance(meta.get("tokenizer.ggml.tokens"), StringArray):
-    config["vocab_size"] = meta["tokenizer.ggml.tokens"].count
+  if "vocab_size" not in config:
+    tokens = meta.get("tokenizer.ggml.tokens")
+    embed = {t.name: t.shape for t in header.tensors}.get("token_embd.weight")
+    if isinstance(tokens, StringArray):
+      config["vocab_size"] = tokens.count
+    elif embed:
+      # No vocabulary in the file: transformers would fall back to the config
+      # class's default size (and fail on the embedding); the embedding's rows are
+      # the vocabulary.
+      config["vocab_size"] = embed[0]
   return config
 
 
