@@ -79,6 +79,12 @@ def test_gguf_matches_transformers_gguf_reader(tmp_path, kind):
   if gemma:
     assert ours.tokenizer is not None and len(ours.tokenizer) == VOCAB
     assert ours.tokenizer.convert_ids_to_tokens(7) == vocabulary(VOCAB)[7]
+    # The class is named directly (no second full parse): the same tokenizer as
+    # AutoTokenizer builds from the file.
+    auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
+    assert type(ours.tokenizer) is type(auto)
+    assert ours.tokenizer.backend_tokenizer.to_str() == auto.backend_tokenizer.to_str()
+    assert ours.tokenizer.init_kwargs == auto.init_kwargs
   if kind == "gemma3":
     assert ours.config.layer_types.count("full_attention") == 1  # layer 5 of 6
   hf = _hf_gguf(path)

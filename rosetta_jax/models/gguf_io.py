@@ -365,6 +365,42 @@ def hf_config_dict(header: Header) -> dict:
 # ----------------------------------------------------------------------------
 
 
+def weights_map(model, processor, arch: str, num_layers: int) -> dict[str, str]:
+  """{GGUF tensor name: Hugging Face name} for ``model`` (a transformers module).
+
+  The same walk as ``transformers.modeling_gguf_pytorch_utils.get_gguf_hf_weights_map``
+  (every submodule's state dict, names qualified by its path, a parent's entries
+  winning), with gguf's name table built once instead of once per submodule (14 s
+  of SmolLM2's load).
+  """
+  from gguf import MODEL_ARCH_NAMES, get_tensor_name_map
+  try:
+    arch_id = next(k for k, v in MODEL_ARCH_NAMES.items() if v == arch)
+  except StopIteration:
+    raise ValueError(f"the gguf package does not know architecture {arch!r}") from None
+  names = get_tensor_name_map(arch_id, num_layers)
+
+  def walk(module, qual: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for hf_name in module.state_dict():
+      hf_name = processor.preprocess_name(hf_name)
+      base, suffix = hf_name, ""
+      if hf_name.endswith((".weight", ".bias")):
+        base, suffix = hf_name.rsplit(".", 1)
+        suffix = "." + suffix
+      gguf_name = names.get_name(base)
+      if gguf_name is None:
+        processor.perform_fallback_tensor_mapping(out, suffix, qual, hf_name)
+        continue
+      out[gguf_name + suffix] = qual + hf_name
+    for child_name, child in module.named_children():
+      for k, v in walk(child, f"{qual}{child_name}.").items():
+        out.setdefault(k, v)
+    return out
+
+  return walk(model, "")
+
+
 def iter_hf_tensors(header: Header, config_dict: dict, hf_config, auto_class: str
                     ) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (Hugging Face tensor name, float32 array) one tensor at a time.
@@ -380,13 +416,12 @@ def iter_hf_tensors(header: Header, config_dict: dict, hf_config, auto_class: st
   """
   import torch
   import transformers
-  from transformers.modeling_gguf_pytorch_utils import (
-      TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map)
+  from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
   arch = header.architecture
   processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=config_dict)
   with torch.device("meta"):  # names only, no memory
     ref = getattr(transformers, auto_class).from_config(hf_config)
-  mapping = get_gguf_hf_weights_map(ref, processor)
+  mapping = weights_map(ref, processor, arch, hf_config.num_hidden_layers)
   del ref
   parsed = {"config": config_dict, "tensors": {}}
   with open(header.path, "rb") as fh:

@@ -141,8 +141,22 @@ def _config_from_gguf(gguf_path: Path):
 # ----------------------------------------------------------------------------
 
 
-def load_tokenizer(model_dir: Path, gguf_file: str | None = None):
+# The tokenizer class transformers' AutoTokenizer picks for a GGUF file of each
+# model_type (tests/test_load_gguf_small.py checks they build the same tokenizer).
+# Naming it directly skips AutoTokenizer's full metadata parse of the file, which
+# it runs only to find this class (7 s for SmolLM2, 21 s for Qwen2.5-0.5B).
+GGUF_TOKENIZER_CLASSES = {"llama": "TokenizersBackend", "qwen2": "Qwen2Tokenizer",
+                          "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer"}
+
+
+def load_tokenizer(model_dir: Path, gguf_file: str | None = None,
+                   model_type: str | None = None):
   """The transformers fast tokenizer stored with the model, or None if there is none.
+
+  Args:
+    model_dir: the checkpoint directory (or the GGUF file's).
+    gguf_file: a GGUF file in it whose own tokenizer to build.
+    model_type: the GGUF file's model_type (picks the tokenizer class directly).
 
   Raises:
     ValueError: naming the tokenizer files when they cannot be loaded.
@@ -150,8 +164,12 @@ def load_tokenizer(model_dir: Path, gguf_file: str | None = None):
   if gguf_file is None and not any((model_dir / f).exists() for f in TOKENIZER_FILES):
     return None
   import transformers
-  kwargs = {"gguf_file": gguf_file} if gguf_file else {}
   try:
+    if gguf_file is not None and model_type in GGUF_TOKENIZER_CLASSES:
+      from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+      cls = tokenizer_class_from_name(GGUF_TOKENIZER_CLASSES[model_type])
+      return cls.from_pretrained(str(model_dir), gguf_file=gguf_file)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     return transformers.AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, **kwargs)
   except Exception as e:
     files = gguf_file or ", ".join(f for f in TOKENIZER_FILES if (model_dir / f).exists())
@@ -243,7 +261,8 @@ def _plan(name_or_dir, dtype, gguf_file) -> _Plan:
                        f"the embedding token_embd.weight has {rows} rows: the tokenizer "
                        "does not belong to these weights")
     has_tok = "tokenizer.ggml.model" in header.metadata
-    tokenizer = load_tokenizer(src.model_dir, src.gguf.name) if has_tok else None
+    tokenizer = (load_tokenizer(src.model_dir, src.gguf.name, hf_config.model_type)
+                 if has_tok else None)
   else:
     tokenizer = load_tokenizer(src.model_dir)
   check_tokenizer(tokenizer, config.vocab_size, src)
