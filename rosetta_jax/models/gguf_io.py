@@ -336,15 +336,16 @@ def hf_config_dict(header: Header) -> dict:
   for key, value in meta.items():
     key = key.replace(arch, model_type)
     prefix, _, rest = key.partition(".")
+    renames = GGUF_CONFIG_MAPPING.get(prefix, {})
+    if rest not in renames or renames[rest] in (None, -1):
+      continue
     if isinstance(value, np.ndarray):
       value = value.tolist()
       if len(value) == 1:
         value = value[0]
     elif isinstance(value, str) and arch in value:
       value = value.replace(arch, model_type)
-    renames = GGUF_CONFIG_MAPPING.get(prefix, {})
-    if rest in renames and renames[rest] not in (None, -1):
-      config[renames[rest]] = value
+    config[renames[rest]] = value
   if config.get("model_type") == "gemma3":
     config["model_type"] = "gemma3_text"
   if "vocab_size" not in config:

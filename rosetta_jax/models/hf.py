@@ -118,11 +118,12 @@ def _config_from_dir(model_dir: Path):
 def _config_from_gguf(gguf_path: Path):
   """(transformers config, config dict, header) of a GGUF file; the architecture is
   checked before the metadata is parsed (or transformers imported)."""
-  model_type = gguf_io.check_architecture(gguf_path)
+  gguf_io.check_architecture(gguf_path)
   import transformers
-  fam = registry.family(model_type, str(gguf_path))
   header = gguf_io.read_header(gguf_path)
   config = gguf_io.hf_config_dict(header)
+  model_type = config.get("model_type")  # as transformers reads it (llama -> mistral)
+  fam = registry.family(model_type, f"{gguf_path} (GGUF metadata)")
   hook = getattr(fam.module, "gguf_config", None)
   if hook is not None:
     config = hook(config, header.metadata, gguf_path)
