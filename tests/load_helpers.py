@@ -8,11 +8,12 @@ import torch
 TOL = 1e-4  # whole-model parity, float32: max |ours - HF| over non-pad positions
 
 
-def randomize(model, seed: int = 0, scale: float = 0.1):
-  """Replaces every parameter with seeded noise (norm scales around 1).
+def randomize(model, seed: int = 0, scale: float = 0.1, norm_center: float = 1.0):
+  """Replaces every parameter with seeded noise (norm scales around ``norm_center``).
 
   Hugging Face's default init leaves norms at 1/0 and biases at 0, which would hide
-  a swapped norm or a dropped bias; random values expose them.
+  a swapped norm or a dropped bias; random values expose them. Gemma stores its
+  norm scales as offsets from 1: pass ``norm_center=0``.
   """
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
@@ -20,7 +21,7 @@ def randomize(model, seed: int = 0, scale: float = 0.1):
       noise = torch.randn(p.shape, generator=g) * scale
       is_scale = "norm" in name.lower() and name.endswith("weight") or name.endswith("ln_1.weight") \
           or name.endswith("ln_2.weight") or name.endswith("ln_f.weight")
-      p.copy_(noise + (1.0 if is_scale else 0.0))
+      p.copy_(noise + (norm_center if is_scale else 0.0))
   return model.eval()
 
 

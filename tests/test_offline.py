@@ -130,3 +130,10 @@ def test_onnx_converter_rejects_an_unnamed_kernel(tmp_path):
   onnx.save(helper.make_model(graph), str(path))
   with pytest.raises(ValueError, match="not followed by an Add of a named bias"):
     offline.onnx_to_bert(path)
+
+
+def test_check_model_offline_name(cache):
+  from rosetta_jax.models import check_model
+  from rosetta_jax.models.bert import BertConfig
+  cfg = check_model("offline:minilm-l6")
+  assert isinstance(cfg, BertConfig) and cfg.num_layers == 6 and cfg.vocab_size == 30522

@@ -15,13 +15,19 @@ KNOWN_PARAMS = {
     "opt-350m": 331_196_416,
     "qwen2.5-0.5b": 494_032_768,
     "gpt2": 124_439_808,
+    "gemma-2-2b": 2_614_341_888,
+    "gemma-2-9b": 9_241_705_984,
+    "gemma-2-27b": 27_227_128_320,
+    "gemma-3-270m": 268_098_176,
+    "gemma-3-1b": 999_885_952,
 }
 
 
 def test_every_family_has_presets():
   fams = {registry.family_of_config(c).name for c in presets.PRESETS.values()}
-  assert {"gpt_neox", "opt", "qwen2", "gpt2"} <= fams
-  for prefix, n in [("pythia-", 8), ("opt-", 7), ("qwen2.5-", 6), ("gpt2", 4)]:
+  assert {"gpt_neox", "opt", "qwen2", "gpt2", "gemma2", "gemma3_text"} <= fams
+  for prefix, n in [("pythia-", 8), ("opt-", 7), ("qwen2.5-", 6), ("gpt2", 4),
+                    ("gemma-2-", 3), ("gemma-3-", 5)]:
     assert sum(k.startswith(prefix) for k in presets.PRESETS) == n, prefix
 
 

@@ -119,18 +119,23 @@ def activation(name: str) -> Callable[[Array], Array]:
 # ----------------------------------------------------------------------------
 
 
-def rotary_tables(positions: Array, rotary_dim: int, base: float) -> tuple[Array, Array]:
+def rotary_tables(positions: Array, rotary_dim: int, base: float,
+                  linear_factor: float = 1.0) -> tuple[Array, Array]:
   """cos/sin tables for ``positions``.
 
   Args:
     positions: [batch, seq] integer positions.
     rotary_dim: number of leading head dims that rotate (even).
     base: the rotary base (``rope_theta``).
+    linear_factor: "linear" rope scaling (frequencies divided by it, as Hugging
+      Face's ``rope_type="linear"``); 1 = default rope.
 
   Returns:
     (cos, sin), each [batch, seq, rotary_dim], float32.
   """
   inv_freq = 1.0 / (base ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / rotary_dim))
+  if linear_factor != 1.0:
+    inv_freq = inv_freq / np.float32(linear_factor)
   freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
   emb = jnp.concatenate([freqs, freqs], axis=-1)
   return jnp.cos(emb), jnp.sin(emb)
@@ -152,24 +157,32 @@ def apply_rotary(x: Array, cos: Array, sin: Array) -> Array:
 # ----------------------------------------------------------------------------
 
 
-def attention_bias(attention_mask: Array | None, seq_len: int, causal: bool) -> Array:
+def attention_bias(attention_mask: Array | None, seq_len: int, causal: bool,
+                   window: int | None = None) -> Array:
   """Additive attention bias [batch or 1, 1, q, k] from a padding mask.
 
   Args:
     attention_mask: [batch, seq] with 1 for real tokens and 0 for padding, or None.
     seq_len: the sequence length.
     causal: whether queries may only attend to earlier keys.
+    window: sliding-window attention: query i sees keys j with i - window < j
+      (its last ``window`` positions, itself included, as Hugging Face's
+      ``sliding_window``); None = no window.
   """
   allowed = jnp.ones((1, 1, seq_len, seq_len), dtype=bool)
   if causal:
     allowed = jnp.tril(allowed)
+  if window is not None:
+    q = jnp.arange(seq_len)[:, None]
+    k = jnp.arange(seq_len)[None, :]
+    allowed = allowed & (k > q - window)[None, None]
   if attention_mask is not None:
     allowed = allowed & attention_mask.astype(bool)[:, None, None, :]
   return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
 
 
 def dot_product_attention(q: Array, k: Array, v: Array, bias: Array,
-                          scale: float) -> Array:
+                          scale: float, softcap: float | None = None) -> Array:
   """Softmax attention in float32.
 
   Args:
@@ -177,6 +190,8 @@ def dot_product_attention(q: Array, k: Array, v: Array, bias: Array,
     k, v: [batch, seq, kv_heads, head_dim]; kv_heads divides heads (grouped queries).
     bias: additive bias broadcastable to [batch, heads, q, k].
     scale: multiplier of the logits.
+    softcap: logit soft-capping ``c * tanh(logits / c)`` before the bias (Gemma 2);
+      None = none.
 
   Returns:
     [batch, seq, heads, head_dim] in q's dtype.
@@ -186,7 +201,10 @@ def dot_product_attention(q: Array, k: Array, v: Array, bias: Array,
     k = jnp.repeat(k, heads // kv_heads, axis=2)
     v = jnp.repeat(v, heads // kv_heads, axis=2)
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-  logits = logits * scale + bias
+  logits = logits * scale
+  if softcap is not None:
+    logits = softcap * jnp.tanh(logits / softcap)
+  logits = logits + bias
   probs = jax.nn.softmax(logits, axis=-1)
   out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
   return out

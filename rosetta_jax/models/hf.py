@@ -1,203 +1,213 @@
-"""Loads Hugging Face checkpoints into the Flax ports, tensor by tensor.
+"""Loads Hugging Face checkpoints and GGUF files into the Flax ports, tensor by tensor.
 
-``load_model(name_or_dir)`` reads ``config.json`` and the weights (safetensors, single
-or sharded with ``model.safetensors.index.json``; ``pytorch_model.bin``, single or
-sharded; or a GGUF file through transformers' GGUF reader) from a local directory or
-the Hugging Face cache (offline). Each tensor is read, renamed and transposed by its
-family's converter, checked against the shape the config implies, cast, and placed
-at once with its sharding; the host never holds more than one converted tensor
-beyond the placed parameters.
+``load_model(path)`` takes a checkpoint directory (``config.json`` and safetensors,
+single or sharded with ``model.safetensors.index.json``, or ``pytorch_model.bin``,
+single or sharded), a GGUF file (``x.gguf``), or a hub id present in the Hugging
+Face cache (offline). Everything that can be checked without the weights is checked
+first (the architecture, the config, every weight file's header against its size,
+the tokenizer against the vocabulary), so a wrong or damaged input is refused by
+name before a tensor is converted. Each tensor is then read, renamed and transposed
+by its family's converter, checked against the shape the config implies, cast, and
+placed at once with its sharding; the host never holds more than one converted
+tensor beyond the placed parameters.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rosetta_jax.models import base, partition, registry
+from rosetta_jax.models import base, checkpoint, gguf_io, partition, registry
+from rosetta_jax.models.checkpoint import checkpoint_files  # noqa: F401 (re-export)
 
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-SAFETENSORS_SINGLE = "model.safetensors"
-TORCH_INDEX = "pytorch_model.bin.index.json"
-TORCH_SINGLE = "pytorch_model.bin"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
                    "tokenizer.model", "vocab.json")
 
 
-def resolve_dir(name_or_dir: str | os.PathLike) -> Path:
-  """A local directory, or the cached snapshot of a hub id (offline).
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where a model's files are: a directory, and a GGUF file in it or None."""
+  name: str
+  model_dir: Path
+  gguf: Path | None = None
+
+
+def _is_gguf(path: Path) -> bool:
+  if path.suffix.lower() == ".gguf":
+    return True
+  with open(path, "rb") as f:
+    return f.read(4) == gguf_io.MAGIC
+
+
+def resolve(name_or_path: str | os.PathLike, gguf_file: str | os.PathLike | None = None
+            ) -> Source:
+  """A local directory, a GGUF file, or the cached snapshot of a hub id (offline).
 
   Raises:
-    FileNotFoundError: naming the path and the cache searched.
+    FileNotFoundError: naming the path (and the cache searched).
+    ValueError: a file that is neither a GGUF file nor a directory.
   """
-  path = Path(name_or_dir).expanduser()
+  name = str(name_or_path)
+  path = Path(name_or_path).expanduser()
+  if gguf_file is not None:
+    g = Path(gguf_file).expanduser()
+    if not g.is_absolute():
+      g = resolve(name_or_path).model_dir / g
+    if not g.is_file():
+      raise FileNotFoundError(f"GGUF file {g} does not exist")
+    return Source(name, g.parent, g)
   if path.is_dir():
-    return path
-  name = str(name_or_dir)
-  if name.count("/") == 1 and not path.exists():
+    return Source(name, path)
+  if path.is_file():
+    if _is_gguf(path):
+      return Source(name, path.parent, path)
+    raise ValueError(f"{path} is a file, but not a GGUF file: load_model takes a model "
+                     "directory (config.json + weights), a .gguf file, or a hub id")
+  if name.count("/") == 1 and not path.exists() and not name.lower().endswith(".gguf"):
     try:
       import huggingface_hub
-      return Path(huggingface_hub.snapshot_download(name, local_files_only=True))
+      return Source(name, Path(huggingface_hub.snapshot_download(name, local_files_only=True)))
     except Exception as e:  # LocalEntryNotFoundError, HFValidationError, ...
       cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
       raise FileNotFoundError(
           f"{name!r} is neither a local directory nor in the Hugging Face cache "
           f"({cache}; offline): {type(e).__name__}") from None
-  raise FileNotFoundError(f"model directory {name!r} does not exist")
+  what = "GGUF file" if name.lower().endswith(".gguf") else "model directory"
+  raise FileNotFoundError(f"{what} {name!r} does not exist")
 
 
-def checkpoint_files(model_dir: Path) -> list[Path]:
-  """The weight files of a checkpoint directory, in load order.
-
-  Raises:
-    FileNotFoundError: naming the directory, the files looked for, and any shard
-      an index lists that is absent.
-  """
-  for index_name in (SAFETENSORS_INDEX, TORCH_INDEX):
-    index = model_dir / index_name
-    if index.exists():
-      weight_map = json.loads(index.read_text())["weight_map"]
-      files = [model_dir / f for f in dict.fromkeys(weight_map.values())]
-      for f in files:
-        if not f.exists():
-          raise FileNotFoundError(f"{index} lists shard {f.name}, which is missing")
-      return files
-  for single in (SAFETENSORS_SINGLE, TORCH_SINGLE):
-    if (model_dir / single).exists():
-      return [model_dir / single]
-  raise FileNotFoundError(
-      f"no weights in {model_dir}: looked for {SAFETENSORS_SINGLE}, {SAFETENSORS_INDEX}, "
-      f"{TORCH_SINGLE}, {TORCH_INDEX} (or pass gguf_file=)")
+def resolve_dir(name_or_dir: str | os.PathLike) -> Path:
+  """The directory of ``resolve(name_or_dir)`` (kept for callers of the old name)."""
+  return resolve(name_or_dir).model_dir
 
 
-def _to_numpy(tensor) -> np.ndarray:
-  """A torch tensor as a float32 (or integer) numpy array; one tensor at a time."""
-  import torch
-  if tensor.is_floating_point():
-    return tensor.detach().to(torch.float32).numpy()
-  return tensor.detach().numpy()
+# ----------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-    "BOOL": np.bool_,
-}
+def _config_from_dir(model_dir: Path):
+  import transformers
+  config_path = model_dir / "config.json"
+  if not config_path.exists():
+    weights = [f for f in checkpoint.WEIGHT_FILES if (model_dir / f).exists()]
+    weights += sorted(p.name for p in model_dir.glob("*.gguf"))
+    if weights:
+      raise FileNotFoundError(
+          f"{config_path} is missing: {model_dir} holds weights ({', '.join(weights)}) "
+          "but no config.json to say what model they are (for a GGUF file, pass the "
+          ".gguf path itself)")
+    raise FileNotFoundError(f"{config_path} is missing")
+  raw = checkpoint.read_json(config_path, "the model config")
+  if not isinstance(raw, dict):
+    raise ValueError(f"{config_path} is not a JSON object")
+  registry.family(raw.get("model_type"), str(config_path))  # unknown model_type
+  try:
+    return transformers.AutoConfig.from_pretrained(str(model_dir))
+  except Exception as e:
+    raise ValueError(f"{config_path}: transformers cannot read this config "
+                     f"({type(e).__name__}: {e})") from None
 
 
-def iter_safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-  """Yields (name, array) from a safetensors file, reading one tensor at a time.
-
-  Plain positioned reads rather than a memory map: a mapped file's touched pages
-  count in the process's RSS until it is closed, which for a single-file checkpoint
-  would be a second full copy; reads leave only the current tensor in memory.
-  """
-  with open(path, "rb") as fh:
-    header_len = int.from_bytes(fh.read(8), "little")
-    header = json.loads(fh.read(header_len))
-    header.pop("__metadata__", None)
-    base = 8 + header_len
-    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-      try:
-        dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-      except KeyError:
-        raise ValueError(f"{path}: tensor {name!r} has unsupported dtype "
-                         f"{info['dtype']}") from None
-      start, end = info["data_offsets"]
-      fh.seek(base + start)
-      array = np.frombuffer(fh.read(end - start), dtype).reshape(info["shape"])
-      if np.issubdtype(dtype, np.floating) or dtype == jnp.bfloat16:
-        array = array.astype(np.float32)
-      yield name, array
+def _config_from_gguf(gguf_path: Path):
+  """(transformers config, config dict, header) of a GGUF file; the architecture is
+  checked before the metadata is parsed (or transformers imported)."""
+  gguf_io.check_architecture(gguf_path)
+  import transformers
+  header = gguf_io.read_header(gguf_path)
+  config = gguf_io.hf_config_dict(header)
+  model_type = config.get("model_type")  # as transformers reads it (llama -> mistral)
+  fam = registry.family(model_type, f"{gguf_path} (GGUF metadata)")
+  hook = getattr(fam.module, "gguf_config", None)
+  if hook is not None:
+    config = hook(config, header.metadata, gguf_path)
+  cfg = dict(config)
+  cfg.pop("model_type")
+  try:
+    hf_config = transformers.AutoConfig.for_model(model_type, **cfg)
+  except Exception as e:
+    raise ValueError(f"{gguf_path}: its GGUF metadata makes no valid {model_type} config "
+                     f"({type(e).__name__}: {e})") from None
+  return hf_config, config, header
 
 
-def iter_checkpoint(files: list[Path]) -> Iterator[tuple[str, np.ndarray, Path]]:
-  """Yields (tensor name, array in Hugging Face layout, file) one tensor at a time.
-
-  safetensors files are read tensor by tensor (``iter_safetensors``); ``.bin``
-  files with ``torch.load(mmap=True)``, so neither is read whole into memory.
-  """
-  import torch
-  for f in files:
-    if f.suffix == ".safetensors":
-      for name, array in iter_safetensors(f):
-        yield name, array, f
-    else:
-      state = torch.load(str(f), map_location="cpu", mmap=True, weights_only=True)
-      for name in list(state):
-        yield name, _to_numpy(state.pop(name)), f
-      del state
+# ----------------------------------------------------------------------------
+# Tokenizer
+# ----------------------------------------------------------------------------
 
 
-def read_gguf_metadata(gguf_path: Path) -> dict:
-  """transformers' parse of a GGUF file's metadata: {"config": ..., "tokenizer": ...}."""
-  from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-  return load_gguf_checkpoint(str(gguf_path), return_tensors=False)
+# The tokenizer class transformers' AutoTokenizer picks for a GGUF file of each
+# model_type (tests/test_load_gguf_small.py checks they build the same tokenizer).
+# Naming it directly skips AutoTokenizer's full metadata parse of the file, which
+# it runs only to find this class (7 s for SmolLM2, 21 s for Qwen2.5-0.5B).
+GGUF_TOKENIZER_CLASSES = {"llama": "TokenizersBackend", "qwen2": "Qwen2Tokenizer",
+                          "gemma2": "GemmaTokenizer", "gemma3_text": "GemmaTokenizer"}
 
 
-def iter_gguf(gguf_path: Path, parsed: dict, hf_config, fam: registry.Family
-              ) -> Iterator[tuple[str, np.ndarray, Path]]:
-  """Yields (Hugging Face tensor name, dequantised array, file) from a GGUF file.
-
-  Uses transformers' GGUF reader pieces (name map, per-architecture processors such
-  as the q/k permutation of llama.cpp), one tensor at a time.
+def load_tokenizer(model_dir: Path, gguf_file: str | None = None,
+                   model_type: str | None = None):
+  """The transformers fast tokenizer stored with the model, or None if there is none.
 
   Args:
-    gguf_path: the GGUF file.
-    parsed: its metadata (``read_gguf_metadata``).
-    hf_config: the transformers config built from it.
-    fam: the family, for the auto class whose tensor names the map targets.
+    model_dir: the checkpoint directory (or the GGUF file's).
+    gguf_file: a GGUF file in it whose own tokenizer to build.
+    model_type: the GGUF file's model_type (picks the tokenizer class directly).
+
+  Raises:
+    ValueError: naming the tokenizer files when they cannot be loaded.
   """
-  import torch
-  import transformers
-  from gguf import GGUFReader, dequantize
-  from transformers.modeling_gguf_pytorch_utils import (
-      TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map, read_field)
-  parsed = dict(parsed, tensors={})
-  reader = GGUFReader(str(gguf_path))
-  arch = read_field(reader, "general.architecture")[0]
-  processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=parsed["config"])
-  with torch.device("meta"):  # names only, no memory
-    ref = getattr(transformers, fam.hf_auto_class).from_config(hf_config)
-  mapping = get_gguf_hf_weights_map(ref, processor)
-  del ref
-  for tensor in reader.tensors:
-    weights = dequantize(tensor.data, tensor.tensor_type)
-    result = processor.process(weights=weights, name=tensor.name,
-                               tensor_key_mapping=mapping, parsed_parameters=parsed)
-    if result.name not in mapping:
-      continue
-    yield mapping[result.name], np.asarray(result.weights, np.float32), gguf_path
-
-
-def load_tokenizer(model_dir: Path, gguf_file: str | None = None):
-  """The transformers fast tokenizer stored with the model, or None if there is none."""
   if gguf_file is None and not any((model_dir / f).exists() for f in TOKENIZER_FILES):
     return None
   import transformers
-  kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-  return transformers.AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, **kwargs)
+  try:
+    if gguf_file is not None and model_type in GGUF_TOKENIZER_CLASSES:
+      from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+      cls = tokenizer_class_from_name(GGUF_TOKENIZER_CLASSES[model_type])
+      return cls.from_pretrained(str(model_dir), gguf_file=gguf_file)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    return transformers.AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, **kwargs)
+  except Exception as e:
+    files = gguf_file or ", ".join(f for f in TOKENIZER_FILES if (model_dir / f).exists())
+    raise ValueError(f"{model_dir}: cannot load the tokenizer ({files}): "
+                     f"{type(e).__name__}: {str(e)[:300]}") from None
 
 
-def _read_hf_config(model_dir: Path, gguf_meta: dict | None):
-  import transformers
-  if gguf_meta is not None:
-    cfg = dict(gguf_meta["config"])
-    model_type = cfg.pop("model_type")
-    registry.family(model_type, "GGUF metadata")
-    return transformers.AutoConfig.for_model(model_type, **cfg)
-  config_path = model_dir / "config.json"
-  if not config_path.exists():
-    raise FileNotFoundError(f"{config_path} is missing")
-  model_type = json.loads(config_path.read_text()).get("model_type")
-  registry.family(model_type, str(config_path))  # unknown model_type: a clear error
-  return transformers.AutoConfig.from_pretrained(str(model_dir))
+def _tokenizer_files(src: Source) -> str:
+  if src.gguf is not None:
+    return f"{src.gguf} (tokenizer.ggml.tokens)"
+  return ", ".join(str(src.model_dir / f) for f in TOKENIZER_FILES
+                   if (src.model_dir / f).exists())
+
+
+def check_tokenizer(tokenizer, vocab_size: int, src: Source) -> None:
+  """Refuses a tokenizer that yields ids the model's embedding does not have.
+
+  A tokenizer smaller than the vocabulary is normal (embeddings padded to a multiple
+  of 64 or 128); a larger one would index past the embedding.
+
+  Raises:
+    ValueError: naming the tokenizer files, their size and the model's vocabulary.
+  """
+  if tokenizer is None:
+    return
+  n = len(tokenizer)
+  if n > vocab_size:
+    where = src.gguf or src.model_dir / "config.json"
+    raise ValueError(
+        f"the tokenizer ({_tokenizer_files(src)}) has {n} tokens but the model's "
+        f"vocabulary ({where}) has {vocab_size}: ids {vocab_size}..{n - 1} would index "
+        "past the embedding; the tokenizer belongs to another model")
+
+
+# ----------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------
 
 
 def abstract_params(module):
@@ -217,42 +227,90 @@ def _unflatten(flat: dict[str, jax.Array]) -> dict:
   return tree
 
 
+@dataclasses.dataclass
+class _Plan:
+  """Everything known about a model before its weights are read."""
+  src: Source
+  family: registry.Family
+  hf_config: Any
+  config: Any
+  tokenizer: Any
+  files: list[Path]
+  gguf_header: Any = None
+  gguf_config: dict | None = None
+
+
+def _plan(name_or_dir, dtype, gguf_file) -> _Plan:
+  """Resolves, reads the config, checks the weight files and the tokenizer."""
+  src = resolve(name_or_dir, gguf_file)
+  if src.gguf is not None:
+    hf_config, cfg_dict, header = _config_from_gguf(src.gguf)
+    fam = registry.family(hf_config.model_type, str(src.gguf))
+    files = [src.gguf]
+  else:
+    hf_config, cfg_dict, header = _config_from_dir(src.model_dir), None, None
+    fam = registry.family(hf_config.model_type, str(src.model_dir))
+    files = checkpoint.checkpoint_files(src.model_dir)
+    checkpoint.validate(files)
+  config = fam.config_from_hf(hf_config, dtype=jnp.dtype(dtype).name)
+  if header is not None:
+    tokens = header.metadata.get("tokenizer.ggml.tokens")
+    embed = {t.name: t.shape for t in header.tensors}.get("token_embd.weight")
+    rows = embed[0] if embed else config.vocab_size
+    if isinstance(tokens, gguf_io.StringArray) and tokens.count > rows:
+      raise ValueError(f"{src.gguf}: tokenizer.ggml.tokens has {tokens.count} tokens but "
+                       f"the embedding token_embd.weight has {rows} rows: the tokenizer "
+                       "does not belong to these weights")
+    has_tok = "tokenizer.ggml.model" in header.metadata
+    tokenizer = (load_tokenizer(src.model_dir, src.gguf.name, hf_config.model_type)
+                 if has_tok else None)
+  else:
+    tokenizer = load_tokenizer(src.model_dir)
+  check_tokenizer(tokenizer, config.vocab_size, src)
+  return _Plan(src, fam, hf_config, config, tokenizer, files, header, cfg_dict)
+
+
+def check_model(name_or_dir: str | os.PathLike, dtype=jnp.float32,
+                gguf_file: str | os.PathLike | None = None):
+  """Checks a model can be loaded, without reading its weights.
+
+  Resolves the name, reads and checks the config (or the GGUF metadata), every
+  weight file's header against its size and the tokenizer against the vocabulary:
+  every error ``load_model`` raises before it converts a tensor. Cheap, so a binary
+  can check all its ``--models`` before it writes anything.
+
+  Returns:
+    The family config (e.g. ``gemma.Gemma2Config``).
+  """
+  return _plan(name_or_dir, dtype, gguf_file).config
+
+
 def load_model(name_or_dir: str | os.PathLike, dtype=jnp.float32, mesh=None,
                gguf_file: str | os.PathLike | None = None) -> base.Model:
-  """Loads a Hugging Face checkpoint into its Flax port.
+  """Loads a Hugging Face checkpoint or a GGUF file into its Flax port.
 
   Args:
-    name_or_dir: a local directory, or a hub id present in the local cache.
+    name_or_dir: a local directory, a ``.gguf`` file, or a hub id present in the
+      local cache.
     dtype: parameter and computation dtype (``jnp.float32`` or ``jnp.bfloat16``).
     mesh: optional ``jax.sharding.Mesh`` with a ``model`` axis: parameters are
       placed tensor-parallel (``partition.py``); None = one device.
     gguf_file: a GGUF file (absolute, or relative to the directory) to read instead
-      of safetensors; the directory then needs no config.json.
+      of safetensors (the same as passing the file itself).
 
   Returns:
     ``base.Model`` with the tokenizer found in the directory (or GGUF), else None.
 
   Raises:
-    FileNotFoundError: missing directory, config or weight files.
-    ValueError: unknown model_type, unsupported config field, a tensor without a
-      rule, a shape mismatch, or parameters the checkpoint does not provide.
+    FileNotFoundError: missing directory, file, config or weight files.
+    ValueError: unknown model_type or GGUF architecture, unsupported config field,
+      invalid JSON, a truncated or corrupt weight file, a tokenizer larger than the
+      vocabulary, a tensor without a rule, a shape mismatch, or parameters the
+      checkpoint does not provide; each names the file (and the tensor or field).
   """
   dtype = jnp.dtype(dtype)
-  if gguf_file is not None:
-    gguf_path = Path(gguf_file)
-    if gguf_path.is_absolute():
-      model_dir = gguf_path.parent
-    else:
-      model_dir = resolve_dir(name_or_dir)
-      gguf_path = model_dir / gguf_path
-    if not gguf_path.exists():
-      raise FileNotFoundError(f"GGUF file {gguf_path} does not exist")
-    gguf_name, gguf_meta = gguf_path.name, read_gguf_metadata(gguf_path)
-  else:
-    model_dir, gguf_name, gguf_meta = resolve_dir(name_or_dir), None, None
-  hf_config = _read_hf_config(model_dir, gguf_meta)
-  fam = registry.family(hf_config.model_type, str(model_dir))
-  config = fam.config_from_hf(hf_config, dtype=dtype.name)
+  plan = _plan(name_or_dir, dtype, gguf_file)
+  fam, config, src = plan.family, plan.config, plan.src
   module = fam.build(config)
   shapes = partition.flat_paths(abstract_params(module))
   if mesh is not None:
@@ -260,11 +318,13 @@ def load_model(name_or_dir: str | os.PathLike, dtype=jnp.float32, mesh=None,
   else:
     shardings = {p: jax.sharding.SingleDeviceSharding(jax.devices()[0]) for p in shapes}
 
-  if gguf_name is not None:
-    tensors = iter_gguf(gguf_path, gguf_meta, hf_config, fam)
+  if plan.gguf_header is not None:
+    tensors = ((name, array, src.gguf) for name, array in gguf_io.iter_hf_tensors(
+        plan.gguf_header, plan.gguf_config, plan.hf_config, fam.hf_auto_class))
   else:
-    tensors = iter_checkpoint(checkpoint_files(model_dir))
+    tensors = checkpoint.iter_checkpoint(plan.files)
   placed: dict[str, jax.Array] = {}
+  where = "the GGUF metadata" if src.gguf is not None else "config.json"
   for name, array, source in tensors:
     try:
       converted = fam.convert(config, name, array)
@@ -279,13 +339,12 @@ def load_model(name_or_dir: str | os.PathLike, dtype=jnp.float32, mesh=None,
       if tuple(value.shape) != tuple(shapes[path].shape):
         raise ValueError(
             f"{source}: tensor {name!r} has shape {tuple(array.shape)} -> {path!r} "
-            f"{tuple(value.shape)}, but config.json implies {tuple(shapes[path].shape)}")
+            f"{tuple(value.shape)}, but {where} implies {tuple(shapes[path].shape)}")
       placed[path] = jax.device_put(np.asarray(value, dtype), shardings[path])
     del array, converted
   missing = sorted(set(shapes) - set(placed))
   if missing:
-    raise ValueError(f"{model_dir}: the checkpoint lacks {len(missing)} parameters of "
-                     f"the {fam.name} port, e.g. {missing[:5]}")
+    raise ValueError(f"{src.gguf or src.model_dir}: the checkpoint lacks {len(missing)} "
+                     f"parameters of the {fam.name} port, e.g. {missing[:5]}")
   return base.Model(name=str(name_or_dir), module=module, params=_unflatten(placed),
-                    config=config, tokenizer=load_tokenizer(model_dir, gguf_name),
-                    causal=fam.causal)
+                    config=config, tokenizer=plan.tokenizer, causal=fam.causal)

@@ -35,6 +35,14 @@ _COMMON_TAIL = (
     (r".*", P()),
 )
 
+# Gemma: the Llama splits (q/k norms act per head on whole heads: replicated).
+_GEMMA = (
+    (r".*/(q_proj|k_proj|v_proj|gate_proj|up_proj)/kernel", COL),
+    (r".*/(q_proj|k_proj|v_proj)/bias", COL_BIAS),
+    (r".*/(o_proj|down_proj)/kernel", ROW),
+    (r"lm_head/kernel", COL),
+)
+
 RULES: dict[str, tuple[tuple[str, P], ...]] = {
     "gpt_neox": (
         (r".*/(query_key_value|dense_h_to_4h)/kernel", COL),
@@ -66,6 +74,9 @@ RULES: dict[str, tuple[tuple[str, P], ...]] = {
         (r".*/(o_proj|down_proj)/kernel", ROW),
         (r"lm_head/kernel", COL),
     ),
+    "gemma2": _GEMMA,
+    "gemma3_text": _GEMMA,
+    "gemma3": _GEMMA,
     "bert": (
         (r".*/(query|key|value|intermediate)/kernel", COL),
         (r".*/(query|key|value|intermediate)/bias", COL_BIAS),

@@ -9,6 +9,7 @@ prints the table in docs/models.md.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 
 from rosetta_jax.models import registry
 from rosetta_jax.models.bert import BertConfig
+from rosetta_jax.models.gemma import Gemma2Config, Gemma3Config
 from rosetta_jax.models.gpt2 import GPT2Config
 from rosetta_jax.models.gpt_neox import GPTNeoXConfig
 from rosetta_jax.models.llama import LlamaConfig
@@ -40,6 +42,25 @@ def _qwen(d, layers, heads, kv, ff, vocab=151936, tied=True, eps=1e-6):
                      num_kv_heads=kv, head_dim=d // heads, intermediate_size=ff,
                      rotary_base=1000000.0, rms_norm_eps=eps, tie_word_embeddings=tied,
                      max_position_embeddings=32768)
+
+
+def _gemma2(d, layers, heads, kv, ff, head_dim=256, scalar=256):
+  return Gemma2Config(vocab_size=256000, hidden_size=d, num_layers=layers, num_heads=heads,
+                      num_kv_heads=kv, head_dim=head_dim, intermediate_size=ff,
+                      query_pre_attn_scalar=scalar, sliding_window=4096,
+                      max_position_embeddings=8192)
+
+
+def _gemma3(d, layers, heads, kv, ff, head_dim=256, scalar=256, multimodal=True):
+  """Gemma 3: 270M and 1B are text-only (262144 ids, 32k context, window 512); 4B-27B
+  are the text decoders of the multimodal checkpoints (262208 ids, 128k context,
+  window 1024, linear rope scaling x8 on the global layers)."""
+  return Gemma3Config(vocab_size=262208 if multimodal else 262144, hidden_size=d,
+                      num_layers=layers, num_heads=heads, num_kv_heads=kv, head_dim=head_dim,
+                      intermediate_size=ff, query_pre_attn_scalar=scalar,
+                      sliding_window=1024 if multimodal else 512,
+                      rotary_linear_factor=8.0 if multimodal else 1.0,
+                      max_position_embeddings=131072 if multimodal else 32768)
 
 
 def _gpt2(d, layers, heads):
@@ -69,6 +90,14 @@ PRESETS = {
     "qwen2.5-7b": _qwen(3584, 28, 28, 4, 18944, vocab=152064, tied=False),
     "qwen2.5-14b": _qwen(5120, 48, 40, 8, 13824, vocab=152064, tied=False, eps=1e-5),
     "qwen2.5-32b": _qwen(5120, 64, 40, 8, 27648, vocab=152064, tied=False, eps=1e-5),
+    "gemma-2-2b": _gemma2(2304, 26, 8, 4, 9216),
+    "gemma-2-9b": _gemma2(3584, 42, 16, 8, 14336),
+    "gemma-2-27b": _gemma2(4608, 46, 32, 16, 36864, head_dim=128, scalar=144),
+    "gemma-3-270m": _gemma3(640, 18, 4, 1, 2048, multimodal=False),
+    "gemma-3-1b": _gemma3(1152, 26, 4, 1, 6912, multimodal=False),
+    "gemma-3-4b": _gemma3(2560, 34, 8, 4, 10240),
+    "gemma-3-12b": _gemma3(3840, 48, 16, 8, 15360),
+    "gemma-3-27b": _gemma3(5376, 62, 32, 16, 21504, head_dim=128, scalar=168),
     "gpt2": _gpt2(768, 12, 12),
     "gpt2-medium": _gpt2(1024, 24, 16),
     "gpt2-large": _gpt2(1280, 36, 20),
@@ -82,8 +111,13 @@ PRESETS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def param_shapes(config):
-  """The parameter pytree of ``config`` as ``jax.ShapeDtypeStruct`` (no memory)."""
+  """The parameter pytree of ``config`` as ``jax.ShapeDtypeStruct`` (no memory).
+
+  Cached per config (frozen dataclasses): tracing a 62-layer init costs seconds.
+  Treat the result as read-only.
+  """
   module = registry.family_of_config(config).build(config)
   tokens = jax.ShapeDtypeStruct((1, 2), jnp.int32)
   return jax.eval_shape(lambda t: module.init(jax.random.PRNGKey(0), t), tokens)["params"]

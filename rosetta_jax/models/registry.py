@@ -55,6 +55,11 @@ FAMILIES: dict[str, Family] = {
         Family("llama", "rosetta_jax.models.llama", "LlamaConfig", "Llama"),
         Family("bert", "rosetta_jax.models.bert", "BertConfig", "Bert", causal=False,
                hf_auto_class="AutoModel"),
+        Family("gemma2", "rosetta_jax.models.gemma", "Gemma2Config", "Gemma"),
+        Family("gemma3_text", "rosetta_jax.models.gemma", "Gemma3Config", "Gemma"),
+        # Gemma 3 4B-27B: Gemma3ForConditionalGeneration; the text decoder is loaded.
+        Family("gemma3", "rosetta_jax.models.gemma", "Gemma3Config", "Gemma",
+               hf_auto_class="Gemma3ForConditionalGeneration"),
     )
 }
 
@@ -74,8 +79,8 @@ def family(model_type: str, source: str = "") -> Family:
 
 
 def family_of_config(config) -> Family:
-  """The family whose config dataclass ``config`` is an instance of."""
+  """The (first listed) family whose config dataclass is ``config``'s class."""
   for f in FAMILIES.values():
-    if type(config).__module__ == f.module_path:
+    if type(config).__module__ == f.module_path and type(config).__name__ == f.config_cls:
       return f
   raise ValueError(f"no family for config type {type(config).__name__}")
