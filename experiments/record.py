@@ -37,13 +37,14 @@ def main(argv):
   preset = cf.PRESET.value if flags.FLAGS["preset"].present else "default"
   cfg = cf.make_config(argv, config_lib.RecordConfig, config_lib.RECORD_PRESETS, preset=preset)
   from rosetta_jax.data.corpus import load_corpus  # pylint: disable=g-import-not-at-top
-  from rosetta_jax.models import load_model  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.models import check_model, load_model  # pylint: disable=g-import-not-at-top
   from rosetta_jax.recording import record  # pylint: disable=g-import-not-at-top
   from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
 
   workdir = cf.WORKDIR.value
   meta = config_lib.workdir_record("record", cfg.model, cfg)
   existed = config_lib.check_workdir(workdir, meta)
+  check_model(cfg.model)                       # a damaged checkpoint fails before any write
   docs = load_corpus(cfg.split, None if cfg.corpus == "embedded" else cfg.corpus)
   if cfg.max_docs:
     docs = docs[:cfg.max_docs]

@@ -20,13 +20,13 @@ from rosetta_jax.data.corpus import Document, load_corpus
 from rosetta_jax.match import (Matches, MatchResult, SketchConfig, find_rosetta,
                                find_rosetta_zoo, match, mutual_pairs)
 from rosetta_jax.match.plan import plan_match
-from rosetta_jax.models import load_model
+from rosetta_jax.models import check_model, load_model
 from rosetta_jax.models.base import Model
 from rosetta_jax.recording import record
 from rosetta_jax.store import open_store
 
 __all__ = [
     "Document", "Matches", "MatchResult", "Model", "PowerLawFit", "SketchConfig",
-    "find_rosetta", "find_rosetta_zoo", "fit_power_law", "load_corpus", "load_model",
+    "check_model", "find_rosetta", "find_rosetta_zoo", "fit_power_law", "load_corpus", "load_model",
     "match", "mutual_pairs", "open_store", "plan_match", "record",
 ]

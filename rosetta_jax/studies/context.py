@@ -302,7 +302,10 @@ def load_context(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   been accepted, so a refused run leaves none behind.
   """
   record = config_lib.workdir_record("pipeline", models, cfg)
-  parse_models(models)                               # a bad spec fails before any work
+  from rosetta_jax.models import check_model  # pylint: disable=g-import-not-at-top
+  for group in parse_models(models):                 # a bad spec or a damaged checkpoint
+    for name in group:                               # fails before any work or write
+      check_model(name)
   existed = config_lib.check_workdir(workdir, record)
   lock_workdir(workdir)
   t0 = time.time()
