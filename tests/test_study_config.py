@@ -130,3 +130,13 @@ def test_helpshort_lists_the_shared_and_derived_flags():
   listed = _listed("theory_sweep")
   for flag in ("--workdir", "--preset", "--num_features", "--budgets", "--alpha"):
     assert flag in listed, flag
+
+
+def test_damaged_checkpoint_is_refused_before_any_write(tmp_path):
+  bad = tmp_path / "broken_model"
+  bad.mkdir()
+  (bad / "config.json").write_text('{"model_type": "gpt_neox", ')
+  wd = tmp_path / "run"
+  with pytest.raises(ValueError, match="broken_model"):
+    context.load_context(MICRO, str(wd), f"{bad},{bad}_other", progress=False)
+  assert not (wd / "config.json").exists()
