@@ -221,3 +221,29 @@ def test_short_reprs(run):
   assert len(text) < 400 and f"Matches({len(run.rosetta)} pairs" in text
   h = run.rosetta._repr_html_()
   assert h.count("<tr>") >= 11 and "micro-b" in h
+
+
+def test_summaries_are_exact_for_any_chunking():
+  """Top-k (ties to the lowest unit) and band samples (the smallest hash keys in each
+  band) equal a direct computation, whatever the chunk size."""
+  from rosetta_jax.explorer.gather import CardConfig, _keys, neuron_salt, summarize_site
+  rng = np.random.default_rng(0)
+  for trial in range(12):
+    t, n = int(rng.integers(20, 3000)), int(rng.integers(1, 6))
+    x = (rng.integers(0, 4, size=(t, n)) if trial % 2 else rng.normal(size=(t, n))).astype(np.float32)
+    cfg = CardConfig(chunk_bytes=int(rng.integers(1, 50)) * 4 * n * 64,
+                     top_k=int(rng.integers(1, 12)), samples_per_band=int(rng.integers(1, 6)))
+    cols = np.arange(n)
+    salt = neuron_salt("m", "layer_0/mlp", cols)
+    out, _ = summarize_site(x, cols, np.zeros(t, np.int64), 1, cfg, salt, cache=False)
+    keys = _keys(np.arange(t), salt, 0)
+    for c in range(n):
+      s = out[c]
+      assert s.top_units.tolist() == np.lexsort((np.arange(t), -x[:, c]))[:cfg.top_k].tolist()
+      lo, hi = x[:, c].min(), x[:, c].max()
+      b = np.clip(np.floor((x[:, c].astype(np.float64) - lo) * (40 / (hi - lo))), 0, 39) // 10
+      for j in range(4):
+        idx = np.flatnonzero(b == j)
+        want = idx[np.argsort(keys[idx, c])[:cfg.samples_per_band]]
+        assert sorted(s.band_units[j].tolist()) == sorted(want.tolist())
+        assert s.band_counts[j] == len(idx)

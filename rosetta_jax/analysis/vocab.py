@@ -256,3 +256,37 @@ def vocab_projection(model, sites: Sequence[str] | None = None, k: int = 10,
                                 sk.astype(np.float32), ku.astype(np.float32),
                                 _decode(tok, ti), _decode(tok, bi))
   return out
+
+
+def save_projections(path: str, projections: Mapping[str, VocabProjection]) -> str:
+  """Writes {site: VocabProjection} to one .npz (token strings as UTF-8 JSON, no pickles)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  arrays = {}
+  for i, (site, p) in enumerate(projections.items()):
+    for f in ("top_ids", "top_logits", "bottom_ids", "bottom_logits", "skew", "kurtosis"):
+      arrays[f"{i}/{f}"] = getattr(p, f)
+    strings = json.dumps({"site": site, "top": p.top_tokens.tolist(),
+                          "bottom": p.bottom_tokens.tolist()})
+    arrays[f"{i}/strings"] = np.frombuffer(strings.encode("utf-8"), np.uint8)
+  tmp = f"{path}.tmp.{os.getpid()}.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+  return path
+
+
+def load_projections(path: str) -> dict[str, VocabProjection]:
+  """Reads what ``save_projections`` wrote."""
+  import json  # pylint: disable=g-import-not-at-top
+  out = {}
+  with np.load(path) as z:
+    n = len({k.split("/")[0] for k in z.files})
+    for i in range(n):
+      meta = json.loads(z[f"{i}/strings"].tobytes().decode("utf-8"))
+      strings = lambda key: (np.array(meta[key], dtype=object) if meta[key]
+                             else np.zeros((0, 0), dtype=object))
+      out[meta["site"]] = VocabProjection(
+          meta["site"], *(z[f"{i}/{f}"] for f in ("top_ids", "top_logits", "bottom_ids",
+                                                   "bottom_logits", "skew", "kurtosis")),
+          strings("top"), strings("bottom"))
+  return out

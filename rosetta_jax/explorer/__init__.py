@@ -15,6 +15,7 @@ are in docs/explorer.md.
 
 from rosetta_jax.explorer.build import ExplorerSummary, build_explorer
 from rosetta_jax.explorer.gather import CardConfig
+from rosetta_jax.explorer.inputs import build_workdir, load_inputs, save_inputs
 from rosetta_jax.explorer.reader import Card, Explorer, explore, open_explorer
 from rosetta_jax.explorer.rows import (KINDS, Member, Row, anchor_rows, control_rows, load_rows,
                                        rows_from_matches, save_rows)
@@ -22,6 +23,6 @@ from rosetta_jax.explorer.units import UnitText, unit_text
 
 __all__ = [
     "KINDS", "Card", "CardConfig", "Explorer", "ExplorerSummary", "Member", "Row", "UnitText",
-    "anchor_rows", "build_explorer", "control_rows", "explore", "load_rows", "open_explorer",
-    "rows_from_matches", "save_rows", "unit_text",
+    "anchor_rows", "build_explorer", "build_workdir", "control_rows", "explore", "load_inputs",
+    "load_rows", "open_explorer", "rows_from_matches", "save_inputs", "save_rows", "unit_text",
 ]

@@ -99,7 +99,9 @@ class NeuronSummary:
 
 
 def _chunk_units(num_neurons: int, cfg: CardConfig) -> int:
-  return int(max(256, min(1 << 16, cfg.chunk_bytes // max(4 * num_neurons, 1))))
+  # At most 8192 units: after a site's first chunk few entries pass the running
+  # thresholds, so smaller chunks cost little and keep the arrays in cache.
+  return int(max(256, min(8192, cfg.chunk_bytes // max(4 * num_neurons, 1))))
 
 
 def _keys(units: np.ndarray, salt: np.ndarray, seed: int) -> np.ndarray:
@@ -121,15 +123,88 @@ def neuron_salt(model: str, site: str, neurons: np.ndarray) -> np.ndarray:
   return (np.uint64(base) + np.asarray(neurons, np.uint64)).astype(np.uint64)
 
 
-def _merge_best(cur_key, cur_i, cur_v, new_key, new_i, new_v, m):
-  """Keeps the m smallest keys per column of [rows, n] candidate lists."""
-  key = np.concatenate([cur_key, new_key])
-  idx = np.concatenate([cur_i, new_i])
-  val = np.concatenate([cur_v, new_v])
-  if key.shape[0] > m:
-    sel = np.argpartition(key, m - 1, axis=0)[:m]
-    key, idx, val = (np.take_along_axis(a, sel, 0) for a in (key, idx, val))
-  return key, idx, val
+def _best_per_group(group, p, u, m):
+  """Positions of the m entries of smallest (p, u) in each group."""
+  order = np.lexsort((u, p, group))
+  g = group[order]
+  start = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+  rank = np.arange(len(g)) - np.repeat(start, np.diff(np.r_[start, len(g)]))
+  return order[rank < m]
+
+
+class _Best:
+  """Per group the m entries of smallest (p, unit), merged chunk by chunk.
+
+  Chunks arrive in unit order, so an entry of a new chunk that only ties the
+  m-th best ``p`` of a full group never enters it (the kept unit is lower):
+  ``offer`` filters with a strict threshold.
+  """
+
+  def __init__(self, num_groups: int, m: int):
+    self.num_groups, self.m = num_groups, m
+    self.g = np.zeros(0, np.int64)
+    self.p = np.zeros(0)
+    self.u = np.zeros(0, np.int64)
+    self.v = np.zeros(0, np.float32)
+    self.thr = np.full(num_groups, np.inf)     # p of the m-th best, once a group is full
+
+  def offer(self, g, p, u, v) -> None:
+    keep = p < self.thr[g]
+    if not keep.any():
+      return
+    g, p, u, v = (np.concatenate([a, b[keep]]) for a, b in
+                  ((self.g, g), (self.p, p), (self.u, u), (self.v, v)))
+    sel = _best_per_group(g, p, u, self.m)
+    self.g, self.p, self.u, self.v = g[sel], p[sel], u[sel], v[sel]
+    cnt = np.bincount(self.g, minlength=self.num_groups)
+    worst = np.full(self.num_groups, -np.inf)
+    np.maximum.at(worst, self.g, self.p)
+    self.thr = np.where(cnt >= self.m, worst, np.inf)
+
+  def lists(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per group (units, values), by value descending then unit."""
+    order = np.lexsort((self.u, -self.v.astype(np.float64), self.g))
+    g, u, v = self.g[order], self.u[order], self.v[order]
+    b = np.searchsorted(g, np.arange(self.num_groups + 1))
+    return [(u[b[i]:b[i + 1]], v[b[i]:b[i + 1]]) for i in range(self.num_groups)]
+
+
+def _offer_top(top: _Best, x: np.ndarray, units: np.ndarray, k: int) -> None:
+  """Offers a chunk's candidates for each column's top-k: values above the chunk's
+  k-th largest, and of the ties at it the lowest units, as many as needed."""
+  c, n = x.shape
+  if c > k:
+    kth = np.partition(x, c - k, axis=0)[c - k]
+    above = x > kth
+    tie = x == kth
+    need = k - above.sum(0)
+    mask = above | (tie & (np.cumsum(tie, axis=0) <= need))
+  else:
+    mask = np.ones(x.shape, bool)
+  r, col = np.nonzero(mask)
+  vals = x[r, col]
+  top.offer(col, -vals.astype(np.float64), units[r], vals)
+
+
+def _offer_bands(bands: _Best, x: np.ndarray, units: np.ndarray, band: np.ndarray,
+                 key: np.ndarray, m: int) -> None:
+  """Offers a chunk's candidates for each (band, column)'s m smallest keys.
+
+  A provisional cut near the expected m-th smallest key of the chunk's group
+  (keys are uniform) keeps the candidates few; a group it leaves short of
+  min(m, its chunk count) is redone with the exact running threshold."""
+  c, n = x.shape
+  g = band * n + np.arange(n)
+  cnt = np.bincount(g.ravel(), minlength=bands.num_groups)
+  cut = 3.0 * (m + 2)
+  tau = np.where(cnt > cut, np.minimum(bands.thr, cut / np.maximum(cnt, 1)), bands.thr)
+  mask = key < tau[g]
+  got = np.bincount(g[mask], minlength=bands.num_groups)
+  short = (got < np.minimum(m, cnt)) & (tau < bands.thr)
+  if short.any():
+    mask |= short[g] & (key < bands.thr[g])
+  r, col = np.nonzero(mask)
+  bands.offer(g[r, col], key[r, col], units[r], x[r, col])
 
 
 def summarize_site(src, cols: Sequence[int], unit_domain: np.ndarray, num_domains: int,
@@ -164,10 +239,8 @@ def summarize_site(src, cols: Sequence[int], unit_domain: np.ndarray, num_domain
   s2, s3, s4, pos = (np.zeros(n) for _ in range(4))
   dom_sum, dom_n = np.zeros((num_domains, n)), np.zeros(num_domains)
   hist = np.zeros(n * nbins, np.int64)
-  top_v = np.full((0, n), -np.inf, np.float32)
-  top_i = np.zeros((0, n), np.int64)
-  band = [(np.zeros((0, n)), np.zeros((0, n), np.int64), np.zeros((0, n), np.float32))
-          for _ in range(nb)]
+  top = _Best(n, k)
+  bands = _Best(nb * n, ns) if ns else None
   keep = cache and t * n * 4 <= cfg.cache_bytes
   parts = []
   chunk = _chunk_units(src.num_neurons, cfg)
@@ -177,27 +250,22 @@ def summarize_site(src, cols: Sequence[int], unit_domain: np.ndarray, num_domain
     if keep:
       parts.append(x)
     units = np.arange(c0, c1, dtype=np.int64)
-    d = x.astype(np.float64) - mean
+    xd = x.astype(np.float64)
+    d = xd - mean
     d2 = d * d
     s2 += d2.sum(0)
     s3 += (d2 * d).sum(0)
     s4 += (d2 * d2).sum(0)
     pos += (x > 0).sum(0)
     dom = unit_domain[c0:c1]
-    onehot = np.zeros((c1 - c0, num_domains))
-    onehot[np.arange(c1 - c0), dom] = 1.0
-    dom_sum += onehot.T @ (x.astype(np.float64) - lo)
-    dom_n += onehot.sum(0)
-    bins = np.clip(np.floor((x - lo) * scale), 0, nbins - 1).astype(np.int64)
+    dom_n += np.bincount(dom, minlength=num_domains)
+    for j in np.unique(dom):
+      dom_sum[j] += (xd[dom == j] - lo).sum(0)
+    bins = np.clip(np.floor((xd - lo) * scale), 0, nbins - 1).astype(np.int64)
     hist += np.bincount((bins + np.arange(n) * nbins).ravel(), minlength=n * nbins)
-    ui = np.broadcast_to(units[:, None], x.shape)
-    top_v, top_i = _top_merge(top_v, top_i, x, ui, k)
-    if ns:
-      key = _keys(units, salt, cfg.seed)
-      bidx = bins // per_band
-      for j in range(nb):
-        kj = np.where(bidx == j, key, np.inf)
-        band[j] = _merge_best(*band[j], kj, ui, x, ns)
+    _offer_top(top, x, units, k)
+    if bands is not None:
+      _offer_bands(bands, x, units, bins // per_band, _keys(units, salt, cfg.seed), ns)
   cached = np.concatenate(parts) if keep else None
   out = {}
   var = s2 / t
@@ -206,17 +274,12 @@ def summarize_site(src, cols: Sequence[int], unit_domain: np.ndarray, num_domain
     kurt = np.where(var > 0, (s4 / t) / var ** 2 - 3.0, np.nan)
     mu = np.where(dom_n[:, None] > 0, dom_sum / np.maximum(dom_n, 1)[:, None], np.nan)
   hist = hist.reshape(n, nbins)
+  top_lists = top.lists()
+  band_lists = bands.lists() if bands is not None else None
+  empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
   for c in range(n):
-    order = np.lexsort((top_i[:, c], -top_v[:, c].astype(np.float64)))
-    tv, ti = top_v[order, c], top_i[order, c]
-    ok = np.isfinite(tv)
-    bu, bv = [], []
-    for j in range(nb):
-      key_j, i_j, v_j = band[j]
-      fin = np.isfinite(key_j[:, c])
-      o = np.lexsort((i_j[fin, c], -v_j[fin, c].astype(np.float64)))
-      bu.append(i_j[fin, c][o])
-      bv.append(v_j[fin, c][o])
+    ti, tv = top_lists[c]
+    per = [band_lists[j * n + c] if band_lists is not None else empty for j in range(nb)]
     constant = not width[c] > 0
     m = mu[:, c]
     present = ~np.isnan(m)
@@ -233,31 +296,9 @@ def summarize_site(src, cols: Sequence[int], unit_domain: np.ndarray, num_domain
     if constant:
       stats.update(skew=float("nan"), kurtosis=float("nan"))
     out[int(cols[c])] = NeuronSummary(
-        ti[ok], tv[ok], tuple(bu), tuple(bv),
+        ti, tv, tuple(u for u, _ in per), tuple(v for _, v in per),
         hist[c].reshape(nb, per_band).sum(1), hist[c], float(lo[c]), float(hi[c]), stats, pref)
   return out, cached
-
-
-def _top_merge(top_v, top_i, x, ui, k):
-  """Running top-k per column of [rows, n] lists: the k largest values, ties going
-  to the lowest unit (so the result does not depend on chunk sizes)."""
-  v = np.concatenate([top_v, x])
-  i = np.concatenate([top_i, ui])
-  m, n = v.shape
-  if m <= k:
-    return v, i
-  kth = np.partition(v, m - k, axis=0)[m - k]                 # [n] k-th largest
-  above = v > kth
-  at = v == kth
-  need = k - above.sum(0)                                     # ties to take per column
-  keep = above.copy()
-  simple = at.sum(0) == need                                  # no surplus ties
-  keep[:, simple] |= at[:, simple]
-  for c in np.flatnonzero(~simple):                           # surplus ties: lowest units
-    rows = np.flatnonzero(at[:, c])
-    keep[rows[np.argsort(i[rows, c], kind="stable")[:need[c]]], c] = True
-  col, row = np.nonzero(keep.T)                               # grouped by column, k each
-  return v[row, col].reshape(n, k).T, i[row, col].reshape(n, k).T
 
 
 def gather_units(src, cols: Sequence[int], wanted: Mapping[int, np.ndarray], cfg: CardConfig,

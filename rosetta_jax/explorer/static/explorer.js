@@ -117,10 +117,11 @@
     box.append(el('h3', {text: m.model + ' \u2014 ' + (layer >= 0 ? 'L' + layer + ' ' : '') +
                         'N' + m.neuron + ' (' + m.site + ')'}));
     const st = el('div', {class: 'stats'});
+    const met = m.metrics || {};
     const parts = [['depth', m.depth], ['r', m.r], ['max', m.stats.max], ['mean', m.stats.mean],
-                   ['freq>0', m.stats.frequency], ['kurtosis', m.stats.kurtosis],
-                   ['skew', m.stats.skew], ['DSI', m.stats.dsi]];
-    for (const [k, v] of Object.entries(m.metrics || {})) parts.push([k, v]);
+                   ['freq>0', m.stats.frequency]];
+    for (const [k, v] of Object.entries(met)) parts.push([k, v]);
+    for (const k of ['kurtosis', 'skew', 'dsi']) if (!(k in met)) parts.push([k, m.stats[k]]);
     parts.forEach(([k, v]) => { if (v != null) st.append(k + ' ', el('b', {text: fmt(v)}), '  '); });
     if (m.domain) st.append('domain ', el('b', {text: m.domain}));
     box.append(st, histogram(m));
@@ -298,7 +299,7 @@
 
   function memberLabel(m) {
     const l = IX.siteLayer[m[1]];
-    return IX.models[m[0]] + ' ' + (l >= 0 ? 'L' + l : IX.sites[m[1]]) + ' N' + m[2];
+    return (l >= 0 ? 'L' + l : IX.sites[m[1]]) + ' N' + m[2] + ' ' + IX.models[m[0]];
   }
 
   function renderRows() {
