@@ -96,7 +96,8 @@ if (kind === 'search' || kind === 'filter') {
       document.querySelectorAll('#lbody .lrow').length])));
   return;
 }
-const poll = () => count() !== before ? done([performance.now() - t0, count()]) : setTimeout(poll, 1);
+const poll = () => count() !== before ? done([performance.now() - t0, count()])
+                                       : setTimeout(poll, 1);
 poll();
 """
 

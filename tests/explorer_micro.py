@@ -107,8 +107,8 @@ def make_micro_run(root: str, build: bool = True, title: str = "micro run") -> M
   if build:
     summary = explorer.build_explorer(f"{root}/explorer", rows, stores, units, vocab=vocab,
                                       title=title, num_layers={"micro-a": 2, "micro-b": 2})
-  return MicroRun(docs, {"micro-a": a, "micro-b": b}, stores, perms, scrambled, ros, null, rows, units,
-                  vocab, summary, f"{root}/explorer")
+  return MicroRun(docs, {"micro-a": a, "micro-b": b}, stores, perms, scrambled, ros, null, rows,
+                  units, vocab, summary, f"{root}/explorer")
 
 
 _CACHE: dict = {}

@@ -51,7 +51,8 @@ def test_rosetta_pairs_are_the_permutation(run):
 def test_unit_text_matches_polarization_unit_labels(run):
   labels, spans = unit_labels(list(run.models.values()), run.docs, run.stores)
   np.testing.assert_array_equal(run.units.spans, spans)
-  np.testing.assert_array_equal(run.units.unit_offsets, run.stores["micro-a"].documents["unit_offsets"])
+  np.testing.assert_array_equal(run.units.unit_offsets,
+                                run.stores["micro-a"].documents["unit_offsets"])
   # Unit strings read back as the documents: their concatenation per document is
   # the document's text from its first unit to its last.
   for d, doc in enumerate(run.docs):
@@ -230,7 +231,8 @@ def test_summaries_are_exact_for_any_chunking():
   rng = np.random.default_rng(0)
   for trial in range(12):
     t, n = int(rng.integers(20, 3000)), int(rng.integers(1, 6))
-    x = (rng.integers(0, 4, size=(t, n)) if trial % 2 else rng.normal(size=(t, n))).astype(np.float32)
+    x = rng.integers(0, 4, size=(t, n)) if trial % 2 else rng.normal(size=(t, n))
+    x = x.astype(np.float32)
     cfg = CardConfig(chunk_bytes=int(rng.integers(1, 50)) * 4 * n * 64,
                      top_k=int(rng.integers(1, 12)), samples_per_band=int(rng.integers(1, 6)))
     cols = np.arange(n)
@@ -247,3 +249,51 @@ def test_summaries_are_exact_for_any_chunking():
         want = idx[np.argsort(keys[idx, c])[:cfg.samples_per_band]]
         assert sorted(s.band_units[j].tolist()) == sorted(want.tolist())
         assert s.band_counts[j] == len(idx)
+
+
+def test_saved_inputs_and_the_binary(run, tmp_path):
+  """``save_inputs`` then ``python -m experiments.explore``: the same rows and cards."""
+  import subprocess
+  import sys
+  work = tmp_path / "work"
+  explorer.save_inputs(str(work), run.rows, run.stores, run.units, vocab=run.vocab,
+                       num_layers={"micro-a": 2, "micro-b": 2}, title="micro (saved)")
+  back = explorer.load_inputs(str(work))
+  assert back["rows"] == run.rows and back["title"] == "micro (saved)"
+  vp, vq = back["vocab"]["micro-b"]["layer_1/mlp"], run.vocab["micro-b"]["layer_1/mlp"]
+  np.testing.assert_array_equal(vp.top_ids, vq.top_ids)
+  assert vp.top_tokens.tolist() == vq.top_tokens.tolist()
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  m = run.rows[2].members[1]
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.explore", f"--workdir={work}", "--noprogress",
+       f"--export=model:{m.model} L{m.site[6]} N{m.neuron}", "--export_format=parquet"],
+      cwd=repo, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "PYTHONPATH": repo})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  ex = explorer.open_explorer(str(work))
+  assert ex.num_rows == len(run.rows) and ex.info["title"] == "micro (saved)"
+  assert ex.card("r2").data == explorer.open_explorer(run.out_dir).card("r2").data
+  exported = os.listdir(work / "explorer" / "export")
+  assert exported == [f"{ex.find(m.key)[0]}.parquet"]
+
+
+def test_anchor_cards_show_every_model(run, tmp_path):
+  """Anchors of a three-model zoo (B's store seen twice, as B and C): one card with
+  the anchor and its partner in each other model, side by side."""
+  from rosetta_jax.match import find_rosetta_zoo
+  st = run.stores
+  acts = {name: {s: st[src].site(s) for s in st[src].sites}
+          for name, src in (("micro-a", "micro-a"), ("micro-b", "micro-b"), ("micro-c", "micro-b"))}
+  zoo = find_rosetta_zoo(acts, "micro-a", within_layer=True)
+  rows = explorer.anchor_rows(zoo)
+  assert rows and all(r.kind == "anchor" and len(r.members) == 3 for r in rows)
+  assert all(r.r == min(m.r for m in r.members[1:]) for r in rows)
+  sources = {"micro-a": st["micro-a"], "micro-b": st["micro-b"], "micro-c": st["micro-b"]}
+  out = str(tmp_path / "anchors")
+  explorer.build_explorer(out, rows[:5], sources, run.units)
+  card = explorer.open_explorer(out).card("r0").data
+  assert [m["model"] for m in card["members"]] == ["micro-a", "micro-b", "micro-c"]
+  assert card["members"][1]["neuron"] == card["members"][2]["neuron"]
+  assert len(card["units"]["act"]) == 3
+  assert card["units"]["act"][1] == card["units"]["act"][2]

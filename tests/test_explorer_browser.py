@@ -107,7 +107,8 @@ def test_explorer_in_headless_chromium(run, browser):
 
   def haystack(i, r):  # what the page searches: members, top units, group
     return (" ".join(f"{m.model} {m.site}" for m in r.members) + f" {ix_tok[i]} {r.group}").lower()
-  frags = [t.strip().lower() for tok in ix_tok for t in tok.split(" \u00b7 ") if len(t.strip()) >= 3]
+  frags = [t.strip().lower() for tok in ix_tok for t in tok.split(" \u00b7 ")
+           if len(t.strip()) >= 3]
   frag, hits = next((f, h) for f in frags
                     if 0 < (h := sum(f in haystack(i, r) for i, r in enumerate(rows))) < n)
   box.clear()
@@ -171,4 +172,26 @@ def test_explorer_in_headless_chromium(run, browser):
 
   d.logs += d.get_log("browser")
   errors = [e for e in d.logs if e["level"] == "SEVERE"]
+  assert not errors, errors
+
+
+def test_notebook_card_renders_inline(run, browser, tmp_path):
+  """``Card._repr_html_`` (what Jupyter shows) draws the same card with the page's
+  script, from a fragment embedded in another page."""
+  from rosetta_jax import explorer
+  ex = explorer.explore(os.path.dirname(run.out_dir), open_browser=False)
+  assert f"{len(run.rosetta)} rosetta" in repr(ex) and "open the explorer" in ex._repr_html_()
+  card = ex.card("r1")
+  page = tmp_path / "notebook.html"
+  page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><link rel='icon' "
+                  f"href='data:,'></head><body><p>cell output:</p>{card._repr_html_()}"
+                  "</body></html>", encoding="utf-8")
+  browser.get(f"file://{page}")
+  WebDriverWait(browser, 10).until(
+      lambda x: x.find_elements(By.CSS_SELECTOR, ".rj .card[data-id=r1] .member"))
+  members = browser.find_elements(By.CSS_SELECTOR, ".rj .card .member")
+  assert [m.get_attribute("data-model") for m in members] == [m.model for m in run.rows[1].members]
+  assert len(members[1].find_elements(By.CSS_SELECTOR, "ol.top li.ctx")) == 10
+  assert not browser.find_elements(By.CSS_SELECTOR, ".card .tools a[href^='#r=r1']")  # no page link
+  errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
   assert not errors, errors

@@ -51,7 +51,7 @@ def _llama(tied):
   g = sd["model.norm.weight"]
 
   def ref(layer):
-    w = sd[f"model.layers.{layer}.mlp.down_proj.weight"].T                     # RMSNorm: no centring
+    w = sd[f"model.layers.{layer}.mlp.down_proj.weight"].T       # RMSNorm: no centring
     return (w * g) @ w_u.T
   return hf, ref
 

@@ -144,7 +144,8 @@ def expand_runs(runs) -> tuple[list[int], list[int]]:
 def encode(payload) -> str:
   """JSON -> gzip -> base64 (what the page's ``RJ.inflateJSON`` reverses)."""
   raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-  return base64.b64encode(gzip.compress(raw.encode("utf-8"), compresslevel=6, mtime=0)).decode("ascii")
+  packed = gzip.compress(raw.encode("utf-8"), compresslevel=6, mtime=0)
+  return base64.b64encode(packed).decode("ascii")
 
 
 def decode(b64: str):

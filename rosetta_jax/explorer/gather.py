@@ -320,9 +320,9 @@ def gather_units(src, cols: Sequence[int], wanted: Mapping[int, np.ndarray], cfg
   if cached is not None:
     return {c: cached[np.asarray(u, np.int64), where[c]] for c, u in wanted.items()}
   src = as_source(src)
-  flat_u = np.concatenate([np.asarray(u, np.int64) for u in wanted.values()] or [np.zeros(0, np.int64)])
-  flat_c = np.concatenate([np.full(len(u), c, np.int64) for c, u in wanted.items()]
-                          or [np.zeros(0, np.int64)])
+  none = [np.zeros(0, np.int64)]
+  flat_u = np.concatenate([np.asarray(u, np.int64) for u in wanted.values()] or none)
+  flat_c = np.concatenate([np.full(len(u), c, np.int64) for c, u in wanted.items()] or none)
   order = np.argsort(flat_u, kind="stable")
   flat_u, flat_c = flat_u[order], flat_c[order]
   vals = np.zeros(len(flat_u), np.float32)

@@ -48,10 +48,13 @@ def histogram_svg(values, bins: int = 30, lo: float = -1.0, hi: float = 1.0,
           "</svg>")
 
 
+def _cell(c) -> str:
+  return html.escape(c if isinstance(c, str) else f"{c:.4g}" if isinstance(c, float) else str(c))
+
+
 def _table(header, rows) -> str:
   head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-  body = "".join("<tr>" + "".join(f"<td>{html.escape(c if isinstance(c, str) else f'{c:.4g}' if isinstance(c, float) else str(c))}</td>"
-                                  for c in row) + "</tr>" for row in rows)
+  body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
   return f"<table class='kv'><tr>{head}</tr>{body}</table>"
 
 

@@ -76,7 +76,8 @@ class Card:
     units, docs = d["units"], d["docs"]
     unit_of, doc_of = cards_lib.expand_runs(units["runs"])
     for mi, m in enumerate(d["members"]):
-      sections = [("top", m["top"])] + [(f"band{j}", b["samples"]) for j, b in enumerate(m["bands"])]
+      sections = [("top", m["top"])] + [(f"band{j}", b["samples"])
+                                         for j, b in enumerate(m["bands"])]
       for name, ctxs in sections:
         for rank, (c, a, b, v) in enumerate(ctxs):
           for p in range(a, b):
@@ -166,7 +167,8 @@ class Explorer:
     i = self.index["rows"]["id"].index(ids[0])
     return Card(self._shard(i // int(self.index["shard_size"]))[ids[0]])
 
-  def export(self, key, path: str, format: str = "json") -> str:  # pylint: disable=redefined-builtin
+  def export(self, key, path: str,
+             format: str = "json") -> str:  # pylint: disable=redefined-builtin
     """Writes one card as JSON (the card format) or Parquet (``Card.records``).
 
     Parquet needs ``pyarrow``; the file's metadata key ``rosetta_jax.card`` holds the

@@ -63,8 +63,8 @@ class Member:
       raise ValueError(f"member {self.model}:{self.site}: neuron must be a non-negative "
                        f"int, got {self.neuron!r}")
     object.__setattr__(self, "neuron", int(self.neuron))
-    object.__setattr__(self, "metrics",
-                       _clean_metrics(self.metrics, f"member {self.model}:{self.site}:{self.neuron}"))
+    where = f"member {self.model}:{self.site}:{self.neuron}"
+    object.__setattr__(self, "metrics", _clean_metrics(self.metrics, where))
     for name in ("depth", "r"):
       v = getattr(self, name)
       if v is not None:
@@ -258,8 +258,9 @@ def load_rows(path: str) -> tuple[list[Row], dict]:
   """
   with open(path, encoding="utf-8") as f:
     payload = json.load(f)
-  if not isinstance(payload, dict) or payload.get("format") != ROWS_FORMAT:
+  got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+  if got != ROWS_FORMAT:
     raise ValueError(f"{path}: not an explorer rows file (expected format {ROWS_FORMAT!r}, "
-                     f"got {payload.get('format') if isinstance(payload, dict) else type(payload)})")
+                     f"got {got!r})")
   rows = [Row.from_dict(d, f"{path}: rows[{i}]") for i, d in enumerate(payload["rows"])]
   return rows, dict(payload.get("meta", {}))
