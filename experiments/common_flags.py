@@ -28,6 +28,8 @@ CONFIG = flags.DEFINE_string("config", None, "A config.json to use instead of --
                              "(e.g. <workdir>/config.json of an earlier run).")
 PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
 VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an error.")
+EXPLORER = flags.DEFINE_bool("explorer", True, "Write the run's explorer page "
+                             "(<workdir>/explorer/index.html) when the study finishes.")
 
 
 def define_study_flags() -> None:
@@ -40,6 +42,13 @@ def define_study_flags() -> None:
 
 def models() -> str:
   return flags.FLAGS.models
+
+
+def finish(ctx) -> None:
+  """What every study binary does last: the run's explorer page (``--explorer``)."""
+  if EXPLORER.value:
+    from rosetta_jax import explorer  # pylint: disable=g-import-not-at-top
+    print(f"wrote {explorer.write_explorer(ctx, progress=PROGRESS.value)}")
 
 
 def quiet_logs() -> None:

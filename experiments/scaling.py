@@ -38,6 +38,7 @@ def main(argv):
     print(f"beta = {res.fit.beta:.3f}  95% CI [{res.fit.ci[0]:.3f}, {res.fit.ci[1]:.3f}]")
   print(f"counts {res.counts.tolist()} at N = {[int(s) for s in res.sizes]}")
   print(f"wrote {cf.WORKDIR.value}/results.json and {cf.WORKDIR.value}/report.html")
+  cf.finish(ctx)
 
 
 if __name__ == "__main__":

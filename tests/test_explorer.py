@@ -17,7 +17,7 @@ from rosetta_jax.analysis import selectivity as sel
 from rosetta_jax.explorer import cards as cards_lib
 from rosetta_jax.explorer import page
 from rosetta_jax.match.sources import ArraySource
-from rosetta_jax.studies.polarization import unit_labels
+from rosetta_jax.studies.context import unit_labels
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def workdir(tmp_path_factory):
   stdout = {"reproduce": _run("reproduce", wd, cfg_path, "--theory=micro", "--pool_docs=40",
                               "--pool_chars=200", "--steps=4", "--repeats=2", "--neurons=4")}
   for module in ("polarization", "domains", "null_ablation"):
-    stdout[module] = _run(module, wd, cfg_path)
+    stdout[module] = _run(module, wd, cfg_path, "--noexplorer")
   return wd, stdout
 
 

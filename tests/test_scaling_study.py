@@ -176,6 +176,15 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
     assert len(a["layer_density"]) == 2
     assert sum(a["layer_density"]) * (128 + 64 * i) // 2 == pytest.approx(a["count"])
   assert "Anchors" in open(tmp_path / "run" / "report.html").read()
+  # The explorer lists every pair and one row per anchor, with its partner in each model.
+  from rosetta_jax import explorer  # pylint: disable=g-import-not-at-top
+  ctx = context.load_context(cfg, str(tmp_path / "run"), ",".join(dirs), progress=False)
+  explorer.write_explorer(ctx)
+  rows, _ = explorer.load_rows(str(tmp_path / "run" / "explorer" / "inputs" / "rows.json"))
+  assert sum(r.kind == "rosetta" for r in rows) == sum(res["counts"])
+  anchor = [r for r in rows if r.kind == "anchor"]
+  assert len(anchor) == sum(a["count"] for a in anchors.values())
+  assert all(len(r.members) == 3 for r in anchor)
   # Depth-selected layers: only the last layer of each model is recorded and matched.
   last = dataclasses.replace(cfg, depths=(1.0,), null_fdr=0.2)
   res = run_scaling(last, str(tmp_path / "last"), ",".join(dirs))

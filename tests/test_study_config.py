@@ -103,7 +103,11 @@ def test_refused_run_leaves_no_config_and_the_corrected_one_runs(tmp_path):
   out = _binary("scaling", f"--workdir={wd}", f"--config={cfg_path}", "--noprogress")
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.loads((wd / "config.json").read_text())["config"] == config.to_dict(MICRO)
-  assert (wd / "results.json").exists()
+  res = json.loads((wd / "results.json").read_text())
+  # The run's explorer: one row per Rosetta pair of every model pair.
+  rows = json.loads((wd / "explorer" / "inputs" / "rows.json").read_text())["rows"]
+  assert len(rows) == sum(res["counts"]) > 0
+  assert (wd / "explorer" / "index.html").stat().st_size > 1000
   # A second process in the same workdir is refused while one holds it.
   context.lock_workdir(str(wd))
   out = _binary("scaling", f"--workdir={wd}", f"--config={cfg_path}", "--noprogress")

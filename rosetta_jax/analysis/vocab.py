@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rosetta_jax.analysis import stats
+
 
 @dataclasses.dataclass(frozen=True)
 class Readout:
@@ -228,7 +230,6 @@ def vocab_projection(model, sites: Sequence[str] | None = None, k: int = 10,
   Returns:
     {site: ``VocabProjection``}.
   """
-  from rosetta_jax.models import common  # pylint: disable=g-import-not-at-top
   sites = list(model.mlp_sites() if sites is None else sites)
   ro = readout_of(model)
   w_u = readout_matrix(model)
@@ -243,7 +244,7 @@ def vocab_projection(model, sites: Sequence[str] | None = None, k: int = 10,
   for site in sites:
     if not site.endswith("/mlp"):
       raise ValueError(f"vocab projection: site {site!r} is not an MLP site (layer_{{i}}/mlp)")
-    layer = common.site_layer(site)
+    layer = stats.site_layer(site)
     down = _get(model.params, ro.down.format(i=layer), f"down-projection of {site}")
     n = int(down.shape[0])
     parts = [_project_block(jnp.asarray(down[s:s + block]), w_u, k=k, center=center)

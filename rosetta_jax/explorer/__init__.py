@@ -20,9 +20,11 @@ from rosetta_jax.explorer.reader import Card, Explorer, explore, open_explorer
 from rosetta_jax.explorer.rows import (KINDS, Member, Row, anchor_rows, control_rows, load_rows,
                                        rows_from_matches, save_rows)
 from rosetta_jax.explorer.units import UnitText, unit_text
+from rosetta_jax.explorer.workdir import write_explorer
 
 __all__ = [
     "KINDS", "Card", "CardConfig", "Explorer", "ExplorerSummary", "Member", "Row", "UnitText",
     "anchor_rows", "build_explorer", "build_workdir", "control_rows", "explore", "load_inputs",
     "load_rows", "open_explorer", "rows_from_matches", "save_inputs", "save_rows", "unit_text",
+    "write_explorer",
 ]

@@ -46,7 +46,6 @@ from rosetta_jax import io as io_lib
 from rosetta_jax import recording
 from rosetta_jax import store as store_lib
 from rosetta_jax.analysis import bootstrap, selectivity as sel, stats
-from rosetta_jax.data import align as align_lib
 from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.match import rosetta
 from rosetta_jax.match.sources import ConcatSource
@@ -175,10 +174,8 @@ def study_documents(cfg: config_lib.StudyConfig) -> list[corpus_lib.Document]:
 def record_models(models: Sequence[base.Model], docs, root: str,
                   cfg: config_lib.StudyConfig, progress: bool = True) -> dict:
   """Records every model's studied MLP sites into ``root/acts``; {model name: Store}."""
-  toks = {}
-  for m in models:
-    toks.setdefault(recording.tokenizer_hash(m.tokenizer), m.tokenizer)
-  align_with = list(toks.values()) if len(toks) > 1 else None
+  toks = tokenizers(models)
+  align_with = toks if len(toks) > 1 else None
   stores = {}
   for m in models:
     stores[m.name] = recording.record(
@@ -195,26 +192,27 @@ def doc_index(store: store_lib.Store) -> np.ndarray:
   return np.repeat(np.arange(len(offs) - 1), np.diff(offs))
 
 
-def unit_labels(models, docs, stores) -> tuple[sel.UnitLabels, np.ndarray]:
-  """Each unit's text, document and domain, and its [T, 2] byte span in its
-  document, re-derived from the documents as the recorder cut them."""
+def tokenizers(models) -> list:  # pylint: disable=redefined-outer-name
+  """The distinct tokenizers of ``models`` (by content), as the recorder aligned them."""
   toks = {}
   for m in models:
-    toks.setdefault(recording.tokenizer_hash(m.tokenizer), recording.as_tokenizer(m.tokenizer))
-  toks = list(toks.values())
-  texts, spans, counts = [], [], []
-  for doc in docs:
-    al = align_lib.align_encodings([t.encode(doc.text) for t in toks], doc.doc_id)
+    toks.setdefault(recording.tokenizer_hash(m.tokenizer), m.tokenizer)
+  return list(toks.values())
+
+
+def unit_labels(models, docs, stores) -> tuple[sel.UnitLabels, np.ndarray]:
+  """Each unit's text, document and domain, and its [T, 2] byte span in its
+  document, re-derived from the documents as the recorder cut them
+  (``explorer.unit_text``, checked against the store)."""
+  from rosetta_jax.explorer.units import unit_text  # pylint: disable=g-import-not-at-top
+  units = unit_text(docs, tokenizers(models), next(iter(stores.values())))
+  texts = []
+  for d, doc in enumerate(docs):
     raw = doc.text.encode("utf-8")
-    texts += [raw[s:e].decode("utf-8", errors="replace") for s, e in al.spans]
-    spans.append(al.spans)
-    counts.append(al.num_units)
-  store = next(iter(stores.values()))
-  offs = store.documents["unit_offsets"]
-  align_lib.check_unit_counts([d.doc_id for d in docs], counts, np.diff(offs),
-                              what=f"the documents re-aligned and store {store.path}")
-  return (sel.UnitLabels.build(offs, [d.domain for d in docs], texts),
-          np.concatenate(spans).astype(np.int64))
+    lo, hi = units.unit_offsets[d], units.unit_offsets[d + 1]
+    texts += [raw[s:e].decode("utf-8", errors="replace") for s, e in units.spans[lo:hi]]
+  return (sel.UnitLabels.build(units.unit_offsets, [d.domain for d in docs], texts),
+          units.spans)
 
 
 def store_fingerprint(store: store_lib.Store) -> str:
@@ -253,6 +251,7 @@ class Context:
   info: tuple = ()
   progress: bool = True
   _results: dict = dataclasses.field(default_factory=dict, repr=False)
+  _vocab: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def unique_models(self) -> list[base.Model]:
@@ -277,6 +276,30 @@ class Context:
     if pair.label not in self._results:
       self._results[pair.label] = match_pair(self, pair)
     return self._results[pair.label]
+
+  def vocab(self, model: base.Model) -> dict | None:
+    """{site: ``analysis.vocab.VocabProjection``} of a decoder's studied MLP neurons
+    (cached in workdir/neurons); None for models without a readout or whose
+    weights were freed before it was computed."""
+    from rosetta_jax.analysis import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+    if model.name in self._vocab:
+      return self._vocab[model.name]
+    path = os.path.join(self.workdir, "neurons", safe_name(model.name) + "-vocab-" +
+                        hashlib.sha1(json.dumps(model.mlp_sites()).encode()).hexdigest()[:8]
+                        + ".npz")
+    out = None
+    if os.path.exists(path):
+      out = vocab_lib.load_projections(path)
+    elif model.params is not None:
+      try:
+        out = vocab_lib.vocab_projection(model)
+      except (KeyError, ValueError):     # an encoder, or a family without a readout
+        out = None
+      if out is not None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        vocab_lib.save_projections(path, out)
+    self._vocab[model.name] = out
+    return out
 
   def neuron_stats(self, model: base.Model) -> sel.NeuronStats:
     """Selectivity statistics of one model's studied MLP neurons (cached on disk)."""
@@ -324,12 +347,15 @@ def load_context(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
                  tuple(model_info(m) for m in uniq), progress)
 
 
-def free_weights(ctx: Context) -> None:
-  """Drops the models' parameters (GBs for real models) once recording is done.
+def free_weights(ctx: Context, keep_vocab: bool = True) -> None:
+  """Drops the models' parameters (GBs for real models) once recording is done,
+  after computing (or loading) their vocabulary projections when ``keep_vocab``.
 
   Studies that run a model again (data selection) must not call this.
   """
   for m in ctx.unique_models:
+    if keep_vocab:
+      ctx.vocab(m)
     m.params = None
   gc.collect()
 
