@@ -112,3 +112,15 @@ def test_depth_has_one_definition():
     stats.site_layer("mlp_3")
   with pytest.raises(ValueError, match=r"\[0, 1\]"):
     stats.layer_at_depth(1.5, 4)
+
+
+def test_degenerate_pair_interval_is_warned(caplog):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import context  # pylint: disable=g-import-not-at-top
+  fields = {f.name: None for f in dataclasses.fields(context.PairResult)}
+  res = context.PairResult(**{**fields, "label": "p", "idx_a": np.arange(5),
+                              "boot_counts": np.full(20, 5)})
+  assert context.warn_degenerate(res)
+  assert "degenerate" in caplog.text and "--record_docs" in caplog.text
+  varied = dataclasses.replace(res, boot_counts=np.arange(20))
+  assert not context.warn_degenerate(varied)

@@ -41,6 +41,7 @@ import time
 from typing import Sequence
 
 import numpy as np
+from absl import logging
 
 from rosetta_jax import io as io_lib
 from rosetta_jax import recording
@@ -594,7 +595,19 @@ def match_pair(ctx: Context, pair: Pair,
       seconds={"match": t_match, "bootstrap": time.time() - t0}, key=key)
   out.save(path)
   out.write_table(os.path.join(folder, f"{pair.label}-{key}.tsv"))
+  warn_degenerate(out)
   return out
+
+
+def warn_degenerate(res: PairResult) -> bool:
+  """Logs a warning when a pair's count interval has zero width (every resample gave
+  the same count: too few documents for the bootstrap to vary); returns whether."""
+  if stats.degenerate(res.count_ci, float(res.count)):
+    logging.warning("%s: the count's interval %s is degenerate (all %d resamples gave %d "
+                    "pairs): record more documents (--record_docs) before reading it",
+                    res.label, res.count_ci, len(res.boot_counts), res.count)
+    return True
+  return False
 
 
 def anchor_sets(ctx: Context, results: Sequence[PairResult]) -> dict | None:
