@@ -61,6 +61,8 @@ def test_missing_chunk_is_an_error_naming_store_site_chunk(store):
   assert "chunk file sites/b/mlp/0.1 is missing" in msg and "delete the store" in msg
   with pytest.raises(S.StoreDamagedError, match="chunk row 0 .*0.1 is missing"):
     S.open_store(path).verify()
+  with pytest.raises(S.StoreDamagedError, match="chunk row 0 .*0.1 is missing"):
+    S.open_store(path, verify=True)
 
 
 def test_truncated_chunk_is_an_error(store):
