@@ -24,6 +24,7 @@ setuptools.setup(
         "tokenizers",
         "safetensors",
         "tensorstore",
+        "crc32c",          # hardware CRC32C of store chunks (store.py, checksums.py)
         "tqdm",
     ],
     extras_require={

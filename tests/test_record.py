@@ -59,6 +59,10 @@ def assert_bit_identical(a, b):
     assert ma.count == mb.count
     for f in ("mean", "m2", "min", "max"):
       np.testing.assert_array_equal(getattr(ma, f), getattr(mb, f))
+    # The chunk checksums, taken while writing, are those of the data read back.
+    np.testing.assert_array_equal(a.checksums(s), b.checksums(s))
+  a.verify()
+  b.verify()
 
 
 def slow_reference(model, docs, other, max_len, how):

@@ -10,14 +10,16 @@ import pytest
 from rosetta_jax import store as S
 
 
-def header(total=100, neurons=(("a/mlp", 6), ("b/mlp", 3)), dtype="float32", corpus="c1"):
+DOCS = {"doc_ids": ["x", "y"], "domains": ["code", "prose"], "unit_offsets": [0, 40, 100]}
+
+
+def header(total=100, neurons=(("a/mlp", 6), ("b/mlp", 3)), dtype="float32", corpus="c1",
+           docs=DOCS):
   return {"model": {"name": "m", "weights_hash": "w"},
           "sites": {s: {"neurons": n} for s, n in neurons}, "dtype": dtype,
-          "corpus_hash": corpus, "documents_hash": "d", "num_docs": 2,
-          "total_units": total, "settings": {"pooling": "mean"}}
-
-
-DOCS = {"doc_ids": ["x", "y"], "domains": ["code", "prose"], "unit_offsets": [0, 40, 100]}
+          "corpus_hash": corpus,
+          "documents_hash": S.documents_hash(docs["doc_ids"], docs["unit_offsets"]),
+          "num_docs": 2, "total_units": total, "settings": {"pooling": "mean"}}
 
 
 def write_batches(w, data, bounds, commit_upto=None):
@@ -54,8 +56,8 @@ def test_roundtrip_moments_and_documents(tmp_path):
     np.testing.assert_allclose(m.var, x64.var(0), rtol=1e-6)
     np.testing.assert_array_equal(m.min, x64.min(0))
     np.testing.assert_array_equal(m.max, x64.max(0))
-  assert [f for f in os.listdir(tmp_path) if f.startswith("moments-")] == [
-      "moments-000000000100.npz"]
+  assert [f for f in os.listdir(tmp_path) if f.startswith("state-")] == [
+      "state-000000000100.npz"]
 
 
 def test_uncommitted_units_are_invisible(tmp_path):
@@ -112,7 +114,8 @@ def test_refuses_foreign_directory_and_bad_input(tmp_path):
 
 def test_check_same_units(tmp_path):
   S.StoreWriter(str(tmp_path / "a"), header(), DOCS)
-  S.StoreWriter(str(tmp_path / "b"), header(), {**DOCS, "unit_offsets": [0, 41, 100]})
+  docs_b = {**DOCS, "unit_offsets": [0, 41, 100]}
+  S.StoreWriter(str(tmp_path / "b"), header(docs=docs_b), docs_b)
   S.StoreWriter(str(tmp_path / "c"), header(), DOCS)
   a, b, c = (S.open_store(str(tmp_path / k)) for k in "abc")
   S.check_same_units(a, c)

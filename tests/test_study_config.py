@@ -80,7 +80,7 @@ def test_workdir_guard_names_fields_and_refuses_old_formats(tmp_path):
   with pytest.raises(config.ConfigError, match=f"delete {tmp_path}"):
     config.check_workdir(str(tmp_path), rec)
   (tmp_path / "config.json").write_text('{"format": 2, "models"')
-  with pytest.raises(ValueError, match="config.json: the workdir's config that is not valid"):
+  with pytest.raises(ValueError, match="config.json: the workdir's config is not valid JSON"):
     config.check_workdir(str(tmp_path), rec)
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
+from rosetta_jax.io import atomic_write_text
+
 PAD = "<|pad|>"
 EOS = "<|endoftext|>"
 FILENAME = "tokenizer.json"
@@ -78,11 +80,19 @@ class Tokenizer:
     path = os.path.join(directory, FILENAME)
     if not os.path.exists(path):
       raise FileNotFoundError(f"no {FILENAME} in {directory}")
-    return cls(tokenizers.Tokenizer.from_file(path), directory)
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    try:
+      backend = tokenizers.Tokenizer.from_str(text)
+    except Exception as e:  # tokenizers raises a bare Exception ("EOF while parsing ...")
+      raise ValueError(f"{path} is not a readable tokenizer ({e}; {len(text)} bytes): "
+                       "the file is damaged or was cut short; delete it (a zoo "
+                       "directory retrains it)") from e
+    return cls(backend, directory)
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    self.backend.save(os.path.join(directory, FILENAME))
+    """Writes ``directory/tokenizer.json`` atomically (temporary file + rename)."""
+    atomic_write_text(os.path.join(directory, FILENAME), self.backend.to_str())
 
   @property
   def vocab_size(self) -> int:

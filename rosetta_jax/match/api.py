@@ -13,8 +13,8 @@ import numpy as np
 
 from rosetta_jax import sharding as shd
 from rosetta_jax.match import correlate as cor
+from rosetta_jax.match import prep
 from rosetta_jax.match.moments import Moments
-from rosetta_jax.match.sources import ArraySource, as_source, source_moments
 
 DEFAULT_BLOCK = 2048   # neurons per block: a 2048 x 2048 float32 Gram is 16 MiB.
 DEFAULT_CHUNK = 2048   # units per matmul on a CPU (the tuned size there).
@@ -38,36 +38,35 @@ def default_block() -> int:
   return DEFAULT_BLOCK if jax.default_backend() == "cpu" else ACCEL_BLOCK
 
 
-def _is_array(x) -> bool:
-  return isinstance(x, (np.ndarray, jax.Array))
+def check_k(k) -> int:
+  """``k`` as an int; raises unless it is a positive integer (not a bool)."""
+  if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+    raise TypeError(f"k must be a positive integer, got {k!r} ({type(k).__name__})")
+  if k < 1:
+    raise ValueError(f"k must be a positive integer, got {k}")
+  return int(k)
 
 
-def prepare(a, b, *, names=("a", "b"), moments_a=None, moments_b=None,
-            chunk: int = 8192):
-  """Validates the inputs and computes their moments.
+def prepare(a, b, *, names=("a", "b"), moments_a=None, moments_b=None, chunk: int = 8192):
+  """Validates the inputs and prepares both sides for the kernel (``prep.py``).
 
   Returns:
-    (src_a, src_b, moments_a, moments_b).
+    (side_a, side_b): ``prep.Side``s.
 
   Raises:
-    ValueError: mismatched unit counts, too few units, or non-finite values
-      (naming the site from ``names`` and the neuron).
+    ValueError: mismatched unit counts, too few units, empty neuron axes, or
+      non-finite values (naming the site from ``names`` and the neuron).
+    TypeError: inputs that are not real-valued [units, neurons] data.
   """
-  src_a, src_b = as_source(a), as_source(b)
-  if src_a.num_units != src_b.num_units:
-    raise ValueError(f"mismatched unit counts: {names[0]!r} has {src_a.num_units} units, "
-                     f"{names[1]!r} has {src_b.num_units}; both must see the same units")
-  if src_a.num_units < 2:
-    raise ValueError(f"need at least 2 units to correlate, got {src_a.num_units}")
-  out = []
-  for src, m, name in ((src_a, moments_a, names[0]), (src_b, moments_b, names[1])):
-    m = source_moments(src, chunk) if m is None else m
-    if m.count != src.num_units or m.num_neurons != src.num_neurons:
-      raise ValueError(f"site {name!r}: moments cover {m.count} units x {m.num_neurons} "
-                       f"neurons, the activations are {src.num_units} x {src.num_neurons}")
-    m.check_finite(name)
-    out.append(m)
-  return src_a, src_b, out[0], out[1]
+  a, b = prep.as_input(a, names[0]), prep.as_input(b, names[1])
+  ta, tb = (int(x.num_units if prep.is_source(x) else x.shape[0]) for x in (a, b))
+  if ta != tb:
+    raise ValueError(f"mismatched unit counts: {names[0]!r} has {ta} units, "
+                     f"{names[1]!r} has {tb}; both must see the same units")
+  if ta < 2:
+    raise ValueError(f"need at least 2 units to correlate, got {ta}")
+  return (prep.prepare_side(a, names[0], moments_a, chunk),
+          prep.prepare_side(b, names[1], moments_b, chunk))
 
 
 def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None = None,
@@ -78,9 +77,10 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
   """Top-k Pearson neighbours of every neuron of A in B and of B in A.
 
   Args:
-    a: [T, Na] activations (numpy or jax array) or an ``ActivationSource``.
+    a: [T, Na] activations (numpy or jax array of any real dtype, a nested
+      list) or an ``ActivationSource``.
     b: [T, Nb] activations or source, over the same T units.
-    k: neighbours per neuron.
+    k: neighbours per neuron, a positive integer.
     block_a, block_b: neurons per block (default 2048 on a CPU, 4096 on
       accelerators for in-memory arrays: ``ACCEL_BLOCK``); memory is
       O(chunk * (block_a + block_b) + block_a * block_b) per device.
@@ -101,15 +101,20 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
       over the chunks of its two host passes.
 
   Returns:
-    A ``MatchResult``. Constant neurons are excluded: idx -1 and r nan in their
-    rows, listed in ``excluded_a``/``excluded_b``, never anyone's neighbour.
-    Ties (exactly equal r): the lowest neuron index wins.
+    A ``MatchResult``. Constant neurons (all values equal) are excluded: idx -1
+    and r nan in their rows, listed in ``excluded_a``/``excluded_b``, never
+    anyone's neighbour. Ties (exactly equal r): the lowest neuron index wins.
+    r is within 1e-5 of a float64 computation on the same data (float32 data
+    as given; float64 and integer data are centred and scaled in float64 on the
+    host first: ``prep.py``), at any offset and at scales float64 holds; see
+    docs/matcher.md, Exactness, for the conditions.
 
   Raises:
-    ValueError: mismatched unit counts, NaN/inf (naming site and neuron), k < 1.
+    ValueError: mismatched unit counts, NaN/inf (naming site and neuron), k < 1,
+      an empty neuron axis, fewer than 2 units.
+    TypeError: k not an integer; complex, object or string inputs.
   """
-  if k < 1:
-    raise ValueError(f"k must be >= 1, got {k}")
+  k = check_k(k)
   if sketch is not None:
     from rosetta_jax.match.sketch import match_sketched
     # The candidate search on the sketch runs this kernel with these settings.
@@ -118,27 +123,28 @@ def match(a, b, k: int = 1, *, block_a: int | None = None, block_b: int | None =
                           block_a=block_a,
                           block_b=block_b, chunk=chunk, compute_dtype=compute_dtype,
                           precision=precision)
-  in_memory = _is_array(a) and _is_array(b)
-  if in_memory and mesh is None:
-    # One host-to-device copy, shared by the moments and the kernel (numpy inputs
-    # would otherwise be copied once for each).
-    a, b = jnp.asarray(a), jnp.asarray(b)
-  src_a, src_b, ma, mb = prepare(a, b, names=names, moments_a=moments_a,
-                                 moments_b=moments_b, chunk=chunk or default_chunk())
+  if mesh is None and jax.default_backend() != "cpu":
+    # One host-to-device copy of float32 numpy inputs, shared by the moments
+    # (computed on the device there) and the kernel.
+    a, b = (jnp.asarray(x) if isinstance(x, np.ndarray) and prep._float32_like(x.dtype)
+            else x for x in (a, b))
+  side_a, side_b = prepare(a, b, names=names, moments_a=moments_a, moments_b=moments_b,
+                           chunk=chunk or default_chunk())
   mesh = shd.make_mesh() if mesh is None else mesh
-  if not in_memory:
+  if not (prep.is_array(side_a.data) and prep.is_array(side_b.data)):
     from rosetta_jax.match.stream import match_stream
-    return match_stream(src_a, src_b, ma, mb, k, block_a=block_a or DEFAULT_BLOCK,
+    return match_stream(side_a, side_b, k, block_a=block_a or DEFAULT_BLOCK,
                         block_b=block_b, chunk=chunk or default_chunk(), mesh=mesh,
                         compute_dtype=compute_dtype, precision=precision,
                         desc=f"match {names[0]} ~ {names[1]}" if progress else None)
-  return _match_arrays(a, b, ma, mb, k, block_a=block_a or default_block(),
+  return _match_arrays(side_a, side_b, k, block_a=block_a or default_block(),
                        block_b=block_b or default_block(), chunk=chunk or default_chunk(),
                        mesh=mesh, compute_dtype=compute_dtype, precision=precision)
 
 
-def _match_arrays(a, b, ma, mb, k, *, block_a, block_b, chunk, mesh, compute_dtype,
+def _match_arrays(side_a, side_b, k, *, block_a, block_b, chunk, mesh, compute_dtype,
                   precision=None):
+  a, b = side_a.data, side_b.data
   t, na = a.shape
   nb = b.shape[1]
   nd, nm = shd.axis_size(mesh, "data"), shd.axis_size(mesh, "model")
@@ -146,15 +152,13 @@ def _match_arrays(a, b, ma, mb, k, *, block_a, block_b, chunk, mesh, compute_dty
   bb, nbb = cor.split_axis(nb, 1, block_b)
   tc, nc = cor.split_axis(t, nd, chunk)
   nap, nbp, tp = nm * nab * ba, nbb * bb, nd * nc * tc
-  mu_a, s_a, excl_a = cor.scales(ma)
-  mu_b, s_b, excl_b = cor.scales(mb)
   put = lambda x, spec: jax.device_put(x, shd.named(mesh, spec))
-  args = (put(cor.pad_to(a, (tp, nap)), shd.ACTS_A), put(cor.pad_to(b, (tp, nbp)), shd.ACTS_B),
-          put(cor.pad_to(mu_a, (nap,)), shd.NEURONS_A), put(cor.pad_to(s_a, (nap,)), shd.NEURONS_A),
-          put(cor.pad_to(mu_b, (nbp,)), shd.NEURONS_B), put(cor.pad_to(s_b, (nbp,)), shd.NEURONS_B))
+  args = [put(cor.pad_to(a, (tp, nap)), shd.ACTS_A), put(cor.pad_to(b, (tp, nbp)), shd.ACTS_B)]
+  args += [put(cor.pad_to(v, (nap,)), shd.NEURONS_A) for v in (side_a.mu, side_a.lo, side_a.s)]
+  args += [put(cor.pad_to(v, (nbp,)), shd.NEURONS_B) for v in (side_b.mu, side_b.lo, side_b.s)]
   ar, ai, br, bi = cor.correlate_topk(*args, mesh=mesh, k=k, ba=ba, bb=bb, tc=tc,
                                       num_units=t, compute_dtype=compute_dtype,
                                       precision=precision)
   a_idx, a_r = cor.finalize(ar, ai, na)
   b_idx, b_r = cor.finalize(br, bi, nb)
-  return cor.MatchResult(a_idx, a_r, b_idx, b_r, excl_a, excl_b, int(t))
+  return cor.MatchResult(a_idx, a_r, b_idx, b_r, side_a.excluded, side_b.excluded, int(t))

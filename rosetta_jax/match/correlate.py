@@ -12,7 +12,14 @@ materialising the Na x Nb matrix:
 
 Z = (x - mean) / sqrt(M2) is formed chunk by chunk, on the fly, from float64
 host moments (see ``moments.py``), so sum_t z_a z_b is r itself and no
-standardised copy of the inputs ever exists. Memory per device is
+standardised copy of the inputs ever exists. The float64 mean reaches the
+float32 kernel as two float32 terms, ``mu`` (the mean rounded to float32) and
+``lo`` (the rest): for data whose offset dwarfs its spread, x - mu is exact in
+float32 (the two are within a factor of 2 of each other), and subtracting
+``lo`` then centres as precisely as the float64 mean would, where the float32
+mean alone is off by up to half its ulp, which grows with the offset. Inputs
+with more precision or range than float32 arrive already standardised on the
+host (``prep.py``: mu = lo = 0, scale 1). Memory per device is
 O(tc * (ba + bb) + ba * bb + (Na + Nb) * k).
 
 Sharding (``shard_map`` over the ``("data", "model")`` mesh of
@@ -108,10 +115,13 @@ def split_axis(n: int, parts: int, block: int, align: int = 8) -> tuple[int, int
 # Device-side pieces (pure, traced inside shard_map).
 
 
-def _standardise(x, mu, s, unit0, num_units, compute_dtype):
-  """z = (x - mu) * s for a chunk [tc, n]; units >= num_units (padding) -> 0."""
+def _standardise(x, mu, lo, s, unit0, num_units, compute_dtype):
+  """z = ((x - mu) - lo) * s for a chunk [tc, n]; units >= num_units (padding) -> 0.
+
+  The parentheses matter: x - mu is exact at large offsets, then ``lo``
+  (the float64 mean's remainder) is removed from the small difference."""
   units = unit0 + jnp.arange(x.shape[0])
-  z = jnp.where((units < num_units)[:, None], (x.astype(jnp.float32) - mu) * s, 0.0)
+  z = jnp.where((units < num_units)[:, None], ((x.astype(jnp.float32) - mu) - lo) * s, 0.0)
   return z.astype(compute_dtype)
 
 
@@ -182,7 +192,7 @@ def _gather_cols(vals, idx, k):
   return top_v, jnp.take_along_axis(gi, pos, axis=1)
 
 
-def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
+def _kernel_body(a, b, mu_a, lo_a, s_a, mu_b, lo_b, s_b, *, k, ba, bb, tc, num_units,
                  compute_dtype, precision=None):
   """Per-shard body: a [Tl, Nal], b [Tl, Nb] -> rows [Nal, k], cols [Nb, k]."""
   tl, nal = a.shape
@@ -195,14 +205,14 @@ def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
     # One [ba, bb] block accumulated over unit chunks: one matmul per chunk.
     # Standardising here costs O(tc * (ba + bb)) per chunk, ~1/bb of the matmul,
     # and saves a standardised copy of the inputs.
-    ma, sa = lax.dynamic_slice(mu_a, (i * ba,), (ba,)), lax.dynamic_slice(s_a, (i * ba,), (ba,))
-    mb, sb = lax.dynamic_slice(mu_b, (j * bb,), (bb,)), lax.dynamic_slice(s_b, (j * bb,), (bb,))
+    ma, la, sa = (lax.dynamic_slice(v, (i * ba,), (ba,)) for v in (mu_a, lo_a, s_a))
+    mb, lb, sb = (lax.dynamic_slice(v, (j * bb,), (bb,)) for v in (mu_b, lo_b, s_b))
 
     def chunk(c, g):
       xa = lax.dynamic_slice(a, (c * tc, i * ba), (tc, ba))
       xb = lax.dynamic_slice(b, (c * tc, j * bb), (tc, bb))
-      za = _standardise(xa, ma, sa, unit_off + c * tc, num_units, compute_dtype)
-      zb = _standardise(xb, mb, sb, unit_off + c * tc, num_units, compute_dtype)
+      za = _standardise(xa, ma, la, sa, unit_off + c * tc, num_units, compute_dtype)
+      zb = _standardise(xb, mb, lb, sb, unit_off + c * tc, num_units, compute_dtype)
       return g + gram_dot(za, zb, precision)
 
     g = lax.fori_loop(0, n_chunks, chunk, jnp.zeros((ba, bb), jnp.float32))
@@ -239,16 +249,17 @@ def _kernel_body(a, b, mu_a, s_a, mu_b, s_b, *, k, ba, bb, tc, num_units,
 
 @functools.partial(jax.jit, static_argnames=("mesh", "k", "ba", "bb", "tc",
                                              "num_units", "compute_dtype", "precision"))
-def correlate_topk(a, b, mu_a, s_a, mu_b, s_b, *, mesh, k, ba, bb, tc, num_units,
-                   compute_dtype=jnp.float32, precision=None):
+def correlate_topk(a, b, mu_a, lo_a, s_a, mu_b, lo_b, s_b, *, mesh, k, ba, bb, tc,
+                   num_units, compute_dtype=jnp.float32, precision=None):
   """Sharded blockwise top-k of Pearson r, both directions.
 
   Args:
     a: [Tp, Nap] float activations, Tp = data * chunks * tc, Nap = model * blocks * ba
       (already padded).
     b: [Tp, Nbp] float, Nbp = blocks * bb.
-    mu_a, s_a: [Nap] float32 mean and 1 / sqrt(M2) (0 for excluded or padded neurons).
-    mu_b, s_b: [Nbp] float32.
+    mu_a, lo_a, s_a: [Nap] float32 mean (its float32 rounding and the rest) and
+      1 / sqrt(M2) (0 for excluded or padded neurons).
+    mu_b, lo_b, s_b: [Nbp] float32.
     mesh: a ("data", "model") Mesh.
     k: neighbours kept per neuron.
     ba, bb, tc: block sizes along A neurons, B neurons and units (per shard).
@@ -266,25 +277,28 @@ def correlate_topk(a, b, mu_a, s_a, mu_b, s_b, *, mesh, k, ba, bb, tc, num_units
                            precision=precision)
   fn = jax.shard_map(
       body, mesh=mesh,
-      in_specs=(shd.ACTS_A, shd.ACTS_B, shd.NEURONS_A, shd.NEURONS_A,
-                shd.NEURONS_B, shd.NEURONS_B),
+      in_specs=(shd.ACTS_A, shd.ACTS_B, shd.NEURONS_A, shd.NEURONS_A, shd.NEURONS_A,
+                shd.NEURONS_B, shd.NEURONS_B, shd.NEURONS_B),
       out_specs=(shd.P("model", None), shd.P("model", None), shd.P(), shd.P()),
       check_vma=False)
-  return fn(a, b, mu_a, s_a, mu_b, s_b)
+  return fn(a, b, mu_a, lo_a, s_a, mu_b, lo_b, s_b)
 
 
 # ----------------------------------------------------------------------------
 # Host-side helpers shared by the in-memory and streaming drivers.
 
 
-def scales(m: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(mu float32, s = 1/sqrt(M2) float32 with 0 for constants, excluded indices)."""
+def scales(m: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(mu, lo, s, excluded) for the kernel from float64 moments: mu the mean
+  rounded to float32, lo = float32(mean - mu) the rest, s = 1/sqrt(M2) in
+  float32 (0 for constant neurons), and the excluded (constant) neurons."""
   const = m.constant
-  with np.errstate(divide="ignore", invalid="ignore"):
-    s = np.where(const | (m.m2 <= 0), 0.0, 1.0 / np.sqrt(m.m2))
-  mu = np.where(const, 0.0, m.mean)
-  excluded = np.flatnonzero(const | (s == 0))
-  return mu.astype(np.float32), s.astype(np.float32), excluded
+  with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    s = np.where(const, 0.0, 1.0 / np.sqrt(m.m2))
+  mean = np.where(const, 0.0, m.mean)
+  mu = mean.astype(np.float32)
+  lo = (mean - mu.astype(np.float64)).astype(np.float32)
+  return mu, lo, s.astype(np.float32), np.flatnonzero(const)
 
 
 def finalize(r, idx, n):

@@ -65,8 +65,10 @@ def _spans(n: int, parts: int):
   return [(int(s), int(e)) for s, e in zip(edges[:-1], edges[1:]) if e > s]
 
 
-def fold(x: np.ndarray, gather: np.ndarray, sign: np.ndarray, out: np.ndarray) -> None:
-  """Adds one chunk's bucket sums into ``out``: out[b] += sum_g sign[g, b] * x[gather[g, b]].
+def fold(x: np.ndarray, gather: np.ndarray, sign: np.ndarray, out: np.ndarray,
+         shift: np.ndarray | None = None) -> None:
+  """Adds one chunk's bucket sums into ``out``: out[b] += sum_g sign[g, b] * x[gather[g, b]]
+  (of x - shift with ``shift``).
 
   Args:
     x: [tc, N] activations of a chunk (any float dtype). Gather indices past its
@@ -74,6 +76,9 @@ def fold(x: np.ndarray, gather: np.ndarray, sign: np.ndarray, out: np.ndarray) -
     gather: [groups * width] row indices into x (``bucket_plan``, chunk-local).
     sign: [groups * width] float32 signs (0 for padding rows).
     out: [width, N] float64 running sums, updated in place.
+    shift: optional [N] float32 subtracted from every gathered value: for data
+      whose offset dwarfs its spread, whose float32 bucket sums would otherwise
+      lose the spread's digits (``sketch.py`` passes the means' float32 part).
 
   Buckets are taken in tiles of ``rows`` buckets: the tile's rows of every group
   are gathered bucket-major (a [rows, groups, N] block of about ``TILE_BYTES``)
@@ -100,6 +105,8 @@ def fold(x: np.ndarray, gather: np.ndarray, sign: np.ndarray, out: np.ndarray) -
         np.take(x, idx, axis=0, out=blk, mode="wrap")
       else:                                  # bfloat16 / float16 stores
         np.copyto(blk, np.take(x, idx, axis=0, mode="wrap"), casting="unsafe")
+      if shift is not None:
+        np.subtract(blk, shift, out=blk)
       np.matmul(s[:, r0:r1].T[:, None, :], blk.reshape(m, groups, n), out=tot[:m])
       out[r0:r1] += tot[:m, 0]
 
@@ -107,14 +114,18 @@ def fold(x: np.ndarray, gather: np.ndarray, sign: np.ndarray, out: np.ndarray) -
 
 
 def rescore(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
-            cand: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray):
+            cand: np.ndarray, pair_a: np.ndarray, pair_b: np.ndarray,
+            lo_a: np.ndarray | None = None, lo_b: np.ndarray | None = None):
   """Centred cross products of candidate pairs over one chunk of units.
 
   Args:
     xa, xb: [tc, Na], [tc, Nb] activations (the same units; no padding rows).
-    mu_a, mu_b: [Na], [Nb] means.
+    mu_a, mu_b: [Na], [Nb] means (their float32 part).
     cand: [Na, k] int: A neuron i is paired with B neuron cand[i, s] (in range).
     pair_a, pair_b: [P] int: further pairs (pair_a[p], pair_b[p]).
+    lo_a, lo_b: optional [Na], [Nb] float32 remainders of the means (mean -
+      mu), subtracted second: x - mu is exact in float32 when the offset dwarfs
+      the spread, so the two steps centre as well as a float64 mean would.
 
   Returns:
     (dense [Na, k], pairs [P]) float64: sum over the chunk's units of
@@ -131,6 +142,8 @@ def rescore(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
   npairs = len(pair_a)
   mu_a = np.asarray(mu_a, np.float32)
   mu_b = np.asarray(mu_b, np.float32)
+  lo_a = None if lo_a is None else np.asarray(lo_a, np.float32)
+  lo_b = None if lo_b is None else np.asarray(lo_b, np.float32)
   cols = [np.ascontiguousarray(cand[:, s], np.intp) for s in range(k)]
   pa = np.asarray(pair_a, np.intp)
   pb = np.asarray(pair_b, np.intp)
@@ -149,6 +162,10 @@ def rescore(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
       a, b = za[:m], zb[:m]
       np.subtract(xa[t0:t0 + m], mu_a, out=a, casting="unsafe")
       np.subtract(xb[t0:t0 + m], mu_b, out=b, casting="unsafe")
+      if lo_a is not None:
+        np.subtract(a, lo_a, out=a)
+      if lo_b is not None:
+        np.subtract(b, lo_b, out=b)
       for s in range(k):
         g = gd[:m]
         np.take(b, cols[s], axis=1, out=g, mode="wrap")
@@ -179,26 +196,61 @@ def _tree_sum(y: np.ndarray) -> np.ndarray:
   return y[0]
 
 
-def moments(x: np.ndarray):
+EXTREME_HI = 2.0 ** 50    # float32 tiles with |x| beyond this (squares could overflow)
+EXTREME_LO = 2.0 ** -50   # or a spread below this (squares would underflow) go float64
+
+
+def int_offsets(x: np.ndarray, base: np.ndarray) -> np.ndarray:
+  """Integer (or bool) x [m, N] minus ``base`` [N] (its column minimum) as float64.
+
+  The difference is taken in uint64 arithmetic, exact for any int64 or uint64
+  data (0 <= x - base < 2**64), and only then rounded to float64, so values near
+  2**62 with a spread of a few units keep every unit."""
+  v = x.astype(np.uint64) if x.dtype.kind == "u" else x.astype(np.int64).view(np.uint64)
+  return (v - base).astype(np.float64)
+
+
+def int_base(x: np.ndarray) -> np.ndarray:
+  """[N] uint64 column minima of integer or bool x (the centre ``int_offsets`` uses)."""
+  lo = x.min(axis=0)
+  return lo.astype(np.uint64) if x.dtype.kind == "u" else lo.astype(np.int64).view(np.uint64)
+
+
+def moments(x: np.ndarray, base: np.ndarray | None = None):
   """Per-neuron moments of x [T, N] on the host, one read of x, in tiles.
 
-  Each tile of ``rows`` units (about ``TILE_BYTES``) is reduced in float32 in
-  cache with a shift: its own mean, then the sum and sum of squares of the
-  deviations from it (which corrects the mean and gives M2 without
-  cancellation; both summed pairwise, ``_tree_sum``), its min and max. Tiles
-  are merged in float64 with Chan's formula, per thread, over contiguous unit
-  spans.
+  Each tile of ``rows`` units (about ``TILE_BYTES``) is reduced in cache with a
+  shift: its own mean, then the sum and sum of squares of the deviations from
+  it (which corrects the mean and gives M2 without cancellation; both summed
+  pairwise, ``_tree_sum``), its min and max. Tiles are merged in float64 with
+  Chan's formula, per thread, over contiguous unit spans.
+
+  Float32 (and float16/bfloat16) tiles are reduced in float32, except a tile
+  with a neuron whose magnitude or spread is extreme (beyond ``EXTREME_HI``, or
+  a spread under ``EXTREME_LO``), where float32 squares would overflow or
+  underflow: that tile is reduced in float64. Float64 data is reduced in
+  float64; integer and bool data as float64 offsets from ``base`` (its column
+  minima, ``int_base``: required for them), so the result describes x - base.
 
   Returns:
     One (count, mean, m2, min, max) per thread span, float64 [N] arrays, to be
     merged (``Moments.merge``).
   """
   t, n = x.shape
-  rows = max(1, TILE_BYTES // (12 * n))
+  kind = x.dtype.kind
+  if kind in "biu" and base is None:
+    raise ValueError("integer data needs its column minima as base (int_base)")
+  wide = kind in "biu" or x.dtype.itemsize > 4
+  rows = max(1, TILE_BYTES // ((8 if wide else 4) * 3 * n))
 
   def work(u0, u1):
-    dev = np.empty((rows, n), np.float32)
-    sq = np.empty((rows, n), np.float32)
+    buf = {}
+
+    def bufs(dtype):
+      if dtype not in buf:
+        buf[dtype] = (np.empty((rows, n), dtype), np.empty((rows, n), dtype))
+      return buf[dtype]
+
     count = 0
     mean = np.zeros(n)
     m2 = np.zeros(n)
@@ -208,11 +260,16 @@ def moments(x: np.ndarray):
       for t0 in range(u0, u1, rows):
         m = min(rows, u1 - t0)
         xt = x[t0:t0 + m]
-        np.minimum(lo, np.min(xt, axis=0), out=lo)
-        np.maximum(hi, np.max(xt, axis=0), out=hi)
+        if kind in "biu":
+          xt = int_offsets(xt, base)
+        t_lo, t_hi = np.min(xt, axis=0), np.max(xt, axis=0)
+        np.minimum(lo, t_lo, out=lo)
+        np.maximum(hi, t_hi, out=hi)
+        dtype = np.float64 if wide or _extreme(t_lo, t_hi) else np.float32
+        dev, sq = bufs(dtype)
         d, s = dev[:m], sq[:m]
         np.copyto(s, xt, casting="unsafe")
-        m1 = _tree_sum(s) / np.float32(m)                   # the tile's shift
+        m1 = _tree_sum(s) / dtype(m)                        # the tile's shift
         np.subtract(xt, m1, out=d, casting="unsafe")
         np.multiply(d, d, out=s)
         sd = _tree_sum(d).astype(np.float64)
@@ -227,6 +284,61 @@ def moments(x: np.ndarray):
 
   spans = _spans(t, min(num_threads(), max(1, t // rows)))
   return _run([functools.partial(work, *sp) for sp in spans])
+
+
+def _extreme(lo: np.ndarray, hi: np.ndarray) -> bool:
+  """Whether a float32 tile's squares would overflow or underflow (see ``moments``)."""
+  lo64, hi64 = lo.astype(np.float64), hi.astype(np.float64)
+  big = np.maximum(np.abs(lo64), np.abs(hi64))
+  spread = hi64 - lo64
+  return bool((big >= EXTREME_HI).any() or ((spread > 0) & (spread < EXTREME_LO)).any())
+
+
+def standardize(x: np.ndarray, centre: np.ndarray, scale: np.ndarray,
+                base: np.ndarray | None = None) -> np.ndarray:
+  """(x - centre) * scale per neuron, computed in float64, returned as float32.
+
+  The host side of exact matching for data with more precision or range than
+  float32 (float64, integers) and for float32 data whose scale the float32
+  kernel cannot hold: the float32 result has unit-norm columns (``scale`` =
+  1 / sqrt(M2), 0 for excluded neurons), so the kernel only sums products.
+
+  Args:
+    x: [T, N] activations, any real dtype (integers and bool with ``base``,
+      as in ``moments``: ``centre`` is then the mean of x - base).
+    centre: [N] float64 mean.
+    scale: [N] float64.
+    base: [N] uint64 column minima of integer x (``int_base``); without it,
+      integers are converted to float64 directly (exact below 2**53).
+
+  Returns:
+    [T, N] float32, written tile by tile over thread spans.
+  """
+  t, n = x.shape
+  out = np.empty((t, n), np.float32)
+  centre = np.asarray(centre, np.float64)
+  scale = np.asarray(scale, np.float64)
+  rows = max(1, TILE_BYTES // (16 * n))
+  is_int = x.dtype.kind in "biu"
+
+  def work(u0, u1):
+    buf = np.empty((rows, n), np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+      for t0 in range(u0, u1, rows):
+        m = min(rows, u1 - t0)
+        b = buf[:m]
+        xt = x[t0:t0 + m]
+        if is_int and base is not None:
+          b[...] = int_offsets(xt, base)
+          np.subtract(b, centre, out=b)
+        else:
+          np.subtract(xt, centre, out=b, casting="unsafe")
+        np.multiply(b, scale, out=b)
+        np.copyto(out[t0:t0 + m], b, casting="unsafe")
+
+  _run([functools.partial(work, *sp)
+        for sp in _spans(t, min(num_threads(), max(1, t // rows)))])
+  return out
 
 
 def doc_sums(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,

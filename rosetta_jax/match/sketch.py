@@ -59,8 +59,8 @@ from jax import lax
 
 from rosetta_jax.match import correlate as cor
 from rosetta_jax.match import hostpass
-from rosetta_jax.match.api import match, prepare
-from rosetta_jax.match.sources import as_source
+from rosetta_jax.match import prep
+from rosetta_jax.match.api import check_k, match, prepare
 
 CHUNK_BYTES = 512 << 20   # default chunk: this many bytes of one side's activations
 PAIR_BUCKET = 512   # residual pair lists are padded to a multiple of this (fewer compiles)
@@ -170,25 +170,34 @@ def _chunks(t, tc, desc):
   return tqdm(starts, desc=desc[-60:], total=len(starts), unit="chunk")
 
 
-def _rescore_host(src_a, src_b, mu_a, mu_b, dense, pair_a, pair_b, tc, desc=None):
+def _rescore_host(side_a, side_b, dense, pair_a, pair_b, tc, desc=None):
   """Pass 2 on the host: float64 sums of centred products of every candidate
   pair (``dense`` [Na, k] slots and the ``pair_a``/``pair_b`` list), streamed
-  in chunks of ``tc`` units (``hostpass.rescore``)."""
+  in chunks of ``tc`` units (``hostpass.rescore``; the means' float32
+  remainders are subtracted too where the offsets make them matter)."""
+  src_a, src_b = side_a.source(), side_b.source()
+  lo_a = side_a.lo if side_a.lo_matters else None
+  lo_b = side_b.lo if side_b.lo_matters else None
   acc_a = np.zeros(dense.shape, np.float64)
   acc_p = np.zeros(len(pair_a), np.float64)
   for u0 in _chunks(src_a.num_units, tc, desc):
     u1 = min(u0 + tc, src_a.num_units)
     d, p = hostpass.rescore(np.asarray(src_a.read(u0, u1)), np.asarray(src_b.read(u0, u1)),
-                            mu_a, mu_b, dense, pair_a, pair_b)
+                            side_a.mu, side_b.mu, dense, pair_a, pair_b, lo_a, lo_b)
     acc_a += d
     acc_p += p
   return acc_a, acc_p
 
 
-def _sketch(src_a, src_b, t, w, tc, seed, desc=None):
-  """Pass 1: the sketches S X_a [w, Na], S X_b [w, Nb] and S 1 [w]."""
+def _sketch(side_a, side_b, t, w, tc, seed, desc=None):
+  """Pass 1: the sketches S (X_a - c_a) [w, Na], S (X_b - c_b) [w, Nb] and S 1 [w],
+  with c the float32 means where offsets dwarf spreads (float32 bucket sums
+  would lose the spread's digits), else 0; returns (sk_a, sk_b, s1, c_a, c_b)."""
   gather, sign = bucket_plan(t, w, seed)
+  src_a, src_b = side_a.source(), side_b.source()
   na, nb = src_a.num_neurons, src_b.num_neurons
+  c_a = side_a.mu if side_a.needs_shift else None
+  c_b = side_b.mu if side_b.needs_shift else None
   sk_a = np.zeros((w, na), np.float64)
   sk_b = np.zeros((w, nb), np.float64)
   for u0 in _chunks(t, tc, desc):
@@ -197,10 +206,11 @@ def _sketch(src_a, src_b, t, w, tc, seed, desc=None):
     sg = sign[u0:u0 + tc]
     # The last chunk is not padded: its gather indices past the chunk wrap
     # around (mode="wrap") onto real rows, and carry sign 0.
-    hostpass.fold(np.asarray(src_a.read(u0, u1)), g, sg, sk_a)
-    hostpass.fold(np.asarray(src_b.read(u0, u1)), g, sg, sk_b)
+    hostpass.fold(np.asarray(src_a.read(u0, u1)), g, sg, sk_a, c_a)
+    hostpass.fold(np.asarray(src_b.read(u0, u1)), g, sg, sk_b, c_b)
   s1 = sign.reshape(-1, w).sum(axis=0).astype(np.float64)
-  return sk_a, sk_b, s1
+  zero = lambda n: np.zeros(n, np.float32)
+  return sk_a, sk_b, s1, zero(na) if c_a is None else c_a, zero(nb) if c_b is None else c_b
 
 
 CAND_BLOCK_BYTES = 64 << 20   # the host candidate search's Gram block [rows, Nb]
@@ -299,8 +309,10 @@ RESCORE_UNITS = 2048  # units per step of the device rescoring (H100: 34 ms vs 4
 
 
 @functools.partial(jax.jit, static_argnames=("width", "step"))
-def _fold_device(x, gather, sign, *, width, step):
-  """S x [width, N] of a device array x [T, N], on the device.
+def _fold_device(x, mu, gather, sign, *, width, step):
+  """S (x - mu) [width, N] of a device array x [T, N], on the device (mu: [N]
+  float32, the means' float32 part: centring first keeps the spread's digits
+  in the float32 bucket sums at any offset; it fuses into the gather).
 
   ``gather``/``sign`` come from ``bucket_plan`` padded to a multiple of ``step``
   (itself a multiple of ``width``); indices past T are clipped and carry sign 0,
@@ -312,31 +324,30 @@ def _fold_device(x, gather, sign, *, width, step):
   def body(i, acc):
     g = lax.dynamic_slice_in_dim(gather, i * step, step)
     sg = lax.dynamic_slice_in_dim(sign, i * step, step)
-    y = jnp.take(x, g, axis=0, mode="clip") * sg[:, None]
+    y = (jnp.take(x, g, axis=0, mode="clip").astype(jnp.float32) - mu) * sg[:, None]
     return acc + y.reshape(-1, width, n).sum(axis=0)
 
   return lax.fori_loop(0, gather.shape[0] // step, body, jnp.zeros((width, n), jnp.float32))
 
 
-def _rescore_terms(xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b):
+def _rescore_terms(xa, xb, mu_a, lo_a, mu_b, lo_b, cand_a, pair_a, pair_b):
   """sum over the units of xa, xb of centred products: dense slots [Na, k] and pairs [P].
 
   The chunk is transposed to neuron-major first, so every gather takes whole
   rows (contiguous, coalesced on a GPU) rather than scattered elements of each
   unit's row, which on a GPU cost a 32-byte memory sector per 4-byte value.
   """
-  za = (xa.astype(jnp.float32) - mu_a).T                 # [Na, step]
+  za = ((xa.astype(jnp.float32) - mu_a) - lo_a).T       # [Na, step]
   yb = xb.astype(jnp.float32).T                          # [Nb, step]
-  dense = jnp.stack([jnp.sum(za * (jnp.take(yb, cand_a[:, s], axis=0)
-                                   - mu_b[cand_a[:, s]][:, None]), axis=1)
+  cb = lambda j: (jnp.take(yb, j, axis=0) - mu_b[j][:, None]) - lo_b[j][:, None]
+  dense = jnp.stack([jnp.sum(za * cb(cand_a[:, s]), axis=1)
                      for s in range(cand_a.shape[1])], axis=1)
-  pairs = jnp.sum(jnp.take(za, pair_a, axis=0)
-                  * (jnp.take(yb, pair_b, axis=0) - mu_b[pair_b][:, None]), axis=1)
+  pairs = jnp.sum(jnp.take(za, pair_a, axis=0) * cb(pair_b), axis=1)
   return dense, pairs
 
 
 @functools.partial(jax.jit, static_argnames=("step",))
-def _rescore_device(xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b, *, step):
+def _rescore_device(xa, xb, mu_a, lo_a, mu_b, lo_b, cand_a, pair_a, pair_b, *, step):
   """Exact centred products of every candidate pair over all units of device arrays.
 
   Walks the units in steps of ``step`` (a static remainder step at the end, so no
@@ -349,14 +360,14 @@ def _rescore_device(xa, xb, mu_a, mu_b, cand_a, pair_a, pair_b, *, step):
   def body(c, accs):
     d, p = _rescore_terms(lax.dynamic_slice_in_dim(xa, c * step, step),
                           lax.dynamic_slice_in_dim(xb, c * step, step),
-                          mu_a, mu_b, cand_a, pair_a, pair_b)
+                          mu_a, lo_a, mu_b, lo_b, cand_a, pair_a, pair_b)
     return accs[0] + d, accs[1] + p
 
   init = (jnp.zeros(cand_a.shape, jnp.float32), jnp.zeros(pair_a.shape, jnp.float32))
   dense, pairs = lax.fori_loop(0, full, body, init) if full else init
   if t > full * step:
-    d, p = _rescore_terms(xa[full * step:], xb[full * step:], mu_a, mu_b, cand_a,
-                          pair_a, pair_b)
+    d, p = _rescore_terms(xa[full * step:], xb[full * step:], mu_a, lo_a, mu_b, lo_b,
+                          cand_a, pair_a, pair_b)
     dense, pairs = dense + d, pairs + p
   return dense, pairs
 
@@ -392,17 +403,20 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
   Returns:
     A ``MatchResult`` whose r are exact Pearson r over all T units.
   """
-  if not 1 <= k <= sketch.candidates:
+  k = check_k(k)
+  if not k <= sketch.candidates:
     raise ValueError(f"need 1 <= k <= candidates, got k={k}, candidates={sketch.candidates}")
   w = sketch.width
-  src_a, src_b = as_source(a), as_source(b)
-  chunk = sketch.chunk or CHUNK_BYTES // (4 * max(src_a.num_neurons, src_b.num_neurons, 1))
+  nmax = max(int(x.num_neurons if prep.is_source(x) else np.shape(x)[1])
+             for x in (prep.as_input(a, names[0]), prep.as_input(b, names[1])))
+  chunk = sketch.chunk or CHUNK_BYTES // (4 * max(nmax, 1))
   tc = max(1, -(-chunk // w)) * w
-  src_a, src_b, ma, mb = prepare(src_a, src_b, names=names, moments_a=moments_a,
-                                 moments_b=moments_b, chunk=tc)
-  t, na, nb = src_a.num_units, src_a.num_neurons, src_b.num_neurons
-  mu_a, s_a, excl_a = cor.scales(ma)
-  mu_b, s_b, excl_b = cor.scales(mb)
+  side_a, side_b = prepare(a, b, names=names, moments_a=moments_a, moments_b=moments_b,
+                           chunk=tc)
+  t, na, nb = side_a.num_units, side_a.num_neurons, side_b.num_neurons
+  mu_a, lo_a, s_a, excl_a = side_a.mu, side_a.lo, side_a.s, side_a.excluded
+  mu_b, lo_b, s_b, excl_b = side_b.mu, side_b.lo, side_b.s, side_b.excluded
+  a, b = side_a.data, side_b.data
   on_device = _device_resident(a, b)
   if on_device:
     step = max(1, FOLD_UNITS // w) * w
@@ -413,13 +427,16 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
     g_d, s_d = jnp.asarray(gather), jnp.asarray(sign)
     s1 = jnp.asarray(sign.reshape(-1, w).sum(axis=0))[:, None]
     # S Z, kept on the device (the candidate search reads it there).
-    y_a = (_fold_device(a, g_d, s_d, width=w, step=step) - s1 * mu_a) * s_a
-    y_b = (_fold_device(b, g_d, s_d, width=w, step=step) - s1 * mu_b) * s_b
+    y_a = (_fold_device(a, jnp.asarray(mu_a), g_d, s_d, width=w, step=step) - s1 * lo_a) * s_a
+    y_b = (_fold_device(b, jnp.asarray(mu_b), g_d, s_d, width=w, step=step) - s1 * lo_b) * s_b
   else:
-    sk_a, sk_b, s1 = _sketch(src_a, src_b, t, w, tc, sketch.seed,
-                             desc=f"sketch {names[0]} ~ {names[1]}" if progress else None)
-    y_a = ((sk_a - s1[:, None] * mu_a) * s_a).astype(np.float32)      # S Z_a
-    y_b = ((sk_b - s1[:, None] * mu_b) * s_b).astype(np.float32)
+    sk_a, sk_b, s1, c_a, c_b = _sketch(side_a, side_b, t, w, tc, sketch.seed,
+                                       desc=f"sketch {names[0]} ~ {names[1]}" if progress
+                                       else None)
+    # S Z = (S (X - c) - (S 1)(mean - c)) s, the mean as mu + lo in float64.
+    rest = lambda mu, lo, c: mu.astype(np.float64) - c.astype(np.float64) + lo
+    y_a = ((sk_a - s1[:, None] * rest(mu_a, lo_a, c_a)) * s_a).astype(np.float32)
+    y_b = ((sk_b - s1[:, None] * rest(mu_b, lo_b, c_b)) * s_b).astype(np.float32)
   # Candidates: top-c by the sketch columns' Pearson r (excluded neurons are
   # all-zero columns there, hence constant, hence excluded again). On a CPU a
   # dedicated search; on an accelerator or a mesh, the exact kernel on the sketch.
@@ -441,12 +458,11 @@ def match_sketched(a, b, k: int = 1, *, sketch: SketchConfig = SketchConfig(),
     pair_a = np.zeros(pad, np.int32)
     pair_b = np.zeros(pad, np.int32)
     pair_a[:n_res], pair_b[:n_res] = res_i, res_j
-    acc_a, acc_p = _rescore_device(a, b, jnp.asarray(mu_a), jnp.asarray(mu_b),
+    acc_a, acc_p = _rescore_device(a, b, *(jnp.asarray(v) for v in (mu_a, lo_a, mu_b, lo_b)),
                                    jnp.asarray(np.maximum(dense, 0)), jnp.asarray(pair_a),
                                    jnp.asarray(pair_b), step=RESCORE_UNITS)
   else:
-    acc_a, acc_p = _rescore_host(src_a, src_b, mu_a, mu_b, np.maximum(dense, 0),
-                                 res_i, res_j, tc,
+    acc_a, acc_p = _rescore_host(side_a, side_b, np.maximum(dense, 0), res_i, res_j, tc,
                                  desc=f"rescore {names[0]} ~ {names[1]}" if progress else None)
   # Every rescored pair, with its exact r; then each neuron's top-k among its pairs.
   ia = np.concatenate([np.repeat(np.arange(na), k), res_i]).astype(np.int64)

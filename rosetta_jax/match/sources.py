@@ -52,9 +52,12 @@ class ArraySource:
 
 
 def as_source(x) -> ActivationSource:
-  """Wraps arrays; returns sources unchanged."""
+  """Wraps arrays (and nested lists, as ``np.asarray`` reads them); returns
+  sources unchanged."""
   if isinstance(x, ActivationSource) and not hasattr(x, "shape"):
     return x
+  if isinstance(x, (list, tuple)):
+    x = np.asarray(x)
   return ArraySource(x)
 
 

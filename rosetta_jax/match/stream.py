@@ -26,13 +26,13 @@ from rosetta_jax.match import correlate as cor
 P = shd.P
 
 
-def _step_body(g, xa, xb, mu_a, s_a, mu_b, s_b, unit0, num_units, *, compute_dtype,
-               precision=None):
+def _step_body(g, xa, xb, mu_a, lo_a, s_a, mu_b, lo_b, s_b, unit0, num_units, *,
+               compute_dtype, precision=None):
   """Adds one chunk's local Gram: g [1, pa_l, nb] += z_a^T z_b."""
   tc = xa.shape[0]
   u0 = unit0 + lax.axis_index("data") * tc
-  za = cor._standardise(xa, mu_a, s_a, u0, num_units, compute_dtype)
-  zb = cor._standardise(xb, mu_b, s_b, u0, num_units, compute_dtype)
+  za = cor._standardise(xa, mu_a, lo_a, s_a, u0, num_units, compute_dtype)
+  zb = cor._standardise(xb, mu_b, lo_b, s_b, u0, num_units, compute_dtype)
   return g + cor.gram_dot(za, zb, precision)[None]
 
 
@@ -52,7 +52,8 @@ def _fns(mesh, k, compute_dtype, precision=None):
       functools.partial(_step_body, compute_dtype=compute_dtype, precision=precision),
       mesh=mesh,
       in_specs=(P("data", "model", None), shd.ACTS_A, shd.ACTS_B, shd.NEURONS_A,
-                shd.NEURONS_A, shd.NEURONS_B, shd.NEURONS_B, P(), P()),
+                shd.NEURONS_A, shd.NEURONS_A, shd.NEURONS_B, shd.NEURONS_B,
+                shd.NEURONS_B, P(), P()),
       out_specs=P("data", "model", None), check_vma=False), donate_argnums=0)
   merge = jax.jit(jax.shard_map(
       functools.partial(_merge_body, k=k), mesh=mesh,
@@ -66,12 +67,14 @@ def _fns(mesh, k, compute_dtype, precision=None):
   return step, merge, gather
 
 
-def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
+def match_stream(side_a, side_b, k, *, block_a, block_b, chunk, mesh,
                  compute_dtype, precision=None, desc: str | None = None) -> cor.MatchResult:
-  """Streams both sources; see the module docstring. ``block_b`` is unused (all of B
-  is one panel: the unit chunk read from a source holds all of B's neurons anyway).
-  ``desc``: show a tqdm bar (A neurons done, ETA) with this label."""
+  """Streams both sides (``prep.Side``); see the module docstring. ``block_b`` is
+  unused (all of B is one panel: the unit chunk read from a source holds all of
+  B's neurons anyway). ``desc``: show a tqdm bar (A neurons done, ETA) with this
+  label."""
   del block_b
+  src_a, src_b = side_a.source(), side_b.source()
   t, na, nb = src_a.num_units, src_a.num_neurons, src_b.num_neurons
   nd, nm = shd.axis_size(mesh, "data"), shd.axis_size(mesh, "model")
   pa_l, n_panels = cor.split_axis(na, nm, max(1, block_a // nm))
@@ -79,12 +82,11 @@ def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
   nbp = nb if nb < 8 else cor._round_up(nb, 8)
   tc = min(chunk, -(-t // nd))
   step_units = tc * nd
-  mu_a, s_a, excl_a = cor.scales(ma)
-  mu_b, s_b, excl_b = cor.scales(mb)
   nap = n_panels * pa
-  mu_a, s_a = cor.pad_to(mu_a, (nap,)), cor.pad_to(s_a, (nap,))
+  mu_a, lo_a, s_a = (cor.pad_to(v, (nap,)) for v in (side_a.mu, side_a.lo, side_a.s))
   put = lambda x, spec: jax.device_put(x, shd.named(mesh, spec))
-  mu_b_d, s_b_d = put(cor.pad_to(mu_b, (nbp,)), shd.NEURONS_B), put(cor.pad_to(s_b, (nbp,)), shd.NEURONS_B)
+  mu_b_d, lo_b_d, s_b_d = (put(cor.pad_to(v, (nbp,)), shd.NEURONS_B)
+                           for v in (side_b.mu, side_b.lo, side_b.s))
   step, merge, gather = _fns(mesh, k, compute_dtype, precision)
   cols_v = put(np.full((nm * nbp, k), -np.inf, np.float32), P("model"))
   cols_i = put(np.full((nm * nbp, k), -1, np.int32), P("model"))
@@ -96,6 +98,7 @@ def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
   for p in range(n_panels):
     a0, a1 = p * pa, min((p + 1) * pa, na)
     mu_pa = put(mu_a[a0:a0 + pa], shd.NEURONS_A)
+    lo_pa = put(lo_a[a0:a0 + pa], shd.NEURONS_A)
     s_pa = put(s_a[a0:a0 + pa], shd.NEURONS_A)
     g = put(np.zeros((nd, pa, nbp), np.float32), P("data", "model", None))
     for u0 in range(0, t, step_units):
@@ -104,7 +107,8 @@ def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
       xb = np.asarray(src_b.read(u0, u1))
       xa = put(cor.pad_to(xa, (step_units, pa)), shd.ACTS_A)
       xb = put(cor.pad_to(xb, (step_units, nbp)), shd.ACTS_B)
-      g = step(g, xa, xb, mu_pa, s_pa, mu_b_d, s_b_d, np.int32(u0), np.int32(t))
+      g = step(g, xa, xb, mu_pa, lo_pa, s_pa, mu_b_d, lo_b_d, s_b_d, np.int32(u0),
+               np.int32(t))
     rv, ri, cols_v, cols_i = merge(g, cols_v, cols_i, s_pa, s_b_d, np.int32(a0))
     rows_v.append(np.asarray(rv))
     rows_i.append(np.asarray(ri))
@@ -115,4 +119,4 @@ def match_stream(src_a, src_b, ma, mb, k, *, block_a, block_b, chunk, mesh,
   bv, bi = gather(cols_v, cols_i)
   a_idx, a_r = cor.finalize(np.concatenate(rows_v), np.concatenate(rows_i), na)
   b_idx, b_r = cor.finalize(bv, bi, nb)
-  return cor.MatchResult(a_idx, a_r, b_idx, b_r, excl_a, excl_b, int(t))
+  return cor.MatchResult(a_idx, a_r, b_idx, b_r, side_a.excluded, side_b.excluded, int(t))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.data import tokenizer as tokenizer_lib
+from rosetta_jax.io import atomic_write_json, read_json
 from rosetta_jax.models import base, gpt_neox
 from rosetta_jax.zoo.config import ZooConfig, to_dict
 
@@ -168,18 +169,13 @@ def _restore(final_dir: str, module, cfg: ZooConfig):
 def _check_zoo_dir(zoo_dir: str, meta: dict) -> None:
   path = os.path.join(zoo_dir, "zoo.json")
   if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+    old = read_json(path, "the zoo's config record")
     if old != meta:
       raise ValueError(
           f"{zoo_dir} holds a zoo trained with a different config or corpus; use another "
           f"directory (existing: {json.dumps(old)[:300]}...)")
   else:
-    os.makedirs(zoo_dir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(meta, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_json(path, meta)
 
 
 def train_zoo(cfg: ZooConfig, zoo_dir: str, docs: Sequence[corpus_lib.Document] | None = None,
