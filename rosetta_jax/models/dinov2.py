@@ -109,7 +109,7 @@ class Dinov2Config(common.TransformerShape):
                hidden_act=hf_config.hidden_act, qkv_bias=hf_config.qkv_bias,
                swiglu=bool(hf_config.use_swiglu_ffn),
                num_register_tokens=int(getattr(hf_config, "num_register_tokens", 0)),
-               antialias_positions=False, dtype=dtype)
+               antialias_positions=family == "dinov2_with_registers", dtype=dtype)
 
 
 class Dinov2(nn.Module):
