@@ -12,6 +12,11 @@ so the matcher, the permutation null and the bootstrap read it unchanged:
   bootstrap resamples images;
 * class and register tokens are not recorded (they are not patches).
 
+``record_generated(generator, samples, sites, store_dir, grid=...)`` records a
+one-step generator (``models/dit.py``) on the passes that made its probe images,
+into a store with the same units and documents as ``record_images`` of those
+images, so generator neurons and discriminator neurons match unit for unit.
+
 Each batch of ``batch_size`` images (the last one padded to the same shape) is
 resized and normalised for the model (``images.to_model_input``), run through
 the jitted forward pass, and every site's patch activations are area-averaged
@@ -94,15 +99,6 @@ def make_step(module, sites: tuple[str, ...], size: tuple[int, int], mean: tuple
   return jax.jit(step)
 
 
-def site_widths(model, sites: tuple[str, ...]) -> dict[str, int]:
-  """Neurons per site, from an abstract forward pass (no compute)."""
-  p = model.patch_size
-  x = jax.ShapeDtypeStruct((1, p, p, model.config.num_channels), jnp.float32)
-  _, acts, _ = jax.eval_shape(lambda prm, t: model.module.apply({"params": prm}, t, sites=sites),
-                              model.params, x)
-  return {s: int(acts[s].shape[-1]) for s in sites}
-
-
 def check_same_grid(a: store_lib.Store, b: store_lib.Store) -> None:
   """Raises unless two image stores hold the same images on the same canonical grid."""
   store_lib.check_same_units(a, b)
@@ -149,6 +145,92 @@ def record_images(model, images: images_lib.ImageSet, sites: Sequence[str] | Non
   if not isinstance(model, VisionModel):
     raise ValueError(f"model {model.name!r} is not a vision model; record text with "
                      "rosetta_jax.record")
+  size = tuple(int(s) for s in (input_size or model.image_size))
+  mgrid = model_grid(model, size)
+  grid = tuple(int(g) for g in (grid or mgrid))
+  sites = _check(model, images, sites, dtype, batch_size, mgrid, grid)
+  mean, std = tuple(map(float, model.image_mean)), tuple(map(float, model.image_std))
+  step = make_step(model.module, sites, size, mean, std, mgrid, grid,
+                   model.config.num_channels, dtype)
+  settings = {"grid": list(grid), "model_grid": list(mgrid), "input_size": list(size),
+              "pooling": "area", "resize": RESIZE, "batch_size": batch_size}
+
+  def batch(i0, i1):
+    x = np.zeros((batch_size,) + images.images.shape[1:], np.uint8)
+    x[:i1 - i0] = images.images[i0:i1]
+    if batch_sharding is not None:
+      x = jax.device_put(x, batch_sharding)
+    return (x,)
+  return _record_cells(model, images, sites, store_dir, grid, dtype, settings,
+                       preprocess_hash(size, mean, std), batch, step, batch_size, progress,
+                       commit_interval_s, overlap)
+
+
+@functools.lru_cache(maxsize=32)
+def make_generator_step(module, sites: tuple[str, ...], mgrid: tuple[int, int],
+                        grid: tuple[int, int], dtype: str):
+  """The jitted step of a generator: (noise, labels) -> {site: [b * H * W, neurons]},
+  the sites of the one-step pass ``x = z - u(z, 0, 1)`` that makes the images."""
+  out_dtype = DTYPES[dtype]
+
+  def step(params, noise, labels):
+    b = noise.shape[0]
+    _, patches, _ = module.apply({"params": params}, noise, jnp.zeros((b,)), jnp.ones((b,)),
+                                 labels, sites=sites)
+    out = {}
+    for s in sites:
+      cells = patch_grid.resample(patches[s], mgrid, grid)
+      out[s] = cells.reshape(-1, cells.shape[-1]).astype(out_dtype)
+    return out
+  return jax.jit(step)
+
+
+def record_generated(generator, samples, sites: Sequence[str] | None, store_dir: str, *,
+                     grid: tuple[int, int] | None = None, batch_size: int = 16,
+                     dtype: str = "float32", progress: bool = True,
+                     commit_interval_s: float = 5.0, overlap: bool = True
+                     ) -> store_lib.Store:
+  """Records a generator's activations on the passes that made its probe images.
+
+  The units and documents are those ``record_images`` writes for
+  ``samples.images`` on the same ``grid``, so the generator's store matches the
+  discriminators' stores of the generated images unit for unit (what the study
+  correlates: generator neurons while generating vs discriminator neurons seeing
+  the result).
+
+  Args:
+    generator: a ``models.dit.GeneratorModel``.
+    samples: its ``zoo.generator.Samples`` (images, labels and the noise).
+    sites, store_dir, grid, batch_size, dtype, progress, commit_interval_s,
+    overlap: as for ``record_images``; ``grid`` None = the generator's own grid.
+  """
+  from rosetta_jax.models.dit import GeneratorModel
+  if not isinstance(generator, GeneratorModel):
+    raise ValueError(f"model {generator.name!r} is not a generator")
+  images = samples.images
+  size = tuple(images.images.shape[1:3])
+  mgrid = patch_grid.input_grid(generator.name, size, generator.patch_size)
+  grid = tuple(int(g) for g in (grid or mgrid))
+  sites = _check(generator, images, sites, dtype, batch_size, mgrid, grid)
+  if samples.noise.shape[:3] != images.images.shape[:3]:
+    raise ValueError(f"samples: noise {samples.noise.shape} does not match images "
+                     f"{images.images.shape}")
+  step = make_generator_step(generator.module, sites, mgrid, grid, dtype)
+  settings = {"grid": list(grid), "model_grid": list(mgrid), "input_size": list(size),
+              "pooling": "area", "generator": "one-step (r=0, t=1)",
+              "batch_size": batch_size}
+
+  def batch(i0, i1):
+    z = np.zeros((batch_size,) + samples.noise.shape[1:], np.float32)
+    y = np.zeros((batch_size,), np.int32)
+    z[:i1 - i0], y[:i1 - i0] = samples.noise[i0:i1], images.labels[i0:i1]
+    return z, y
+  noise_hash = hashlib.sha256(np.ascontiguousarray(samples.noise).tobytes()).hexdigest()[:16]
+  return _record_cells(generator, images, sites, store_dir, grid, dtype, settings, noise_hash,
+                       batch, step, batch_size, progress, commit_interval_s, overlap)
+
+
+def _check(model, images, sites, dtype, batch_size, mgrid, grid) -> tuple[str, ...]:
   if dtype not in DTYPES:
     raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
   if batch_size < 1:
@@ -158,29 +240,30 @@ def record_images(model, images: images_lib.ImageSet, sites: Sequence[str] | Non
   sites = tuple(model.mlp_sites() if sites is None else sites)
   if not sites:
     raise ValueError("no sites to record")
-  sites = common.check_sites(sites, model.num_layers)
-  size = tuple(int(s) for s in (input_size or model.image_size))
-  mgrid = model_grid(model, size)
-  grid = tuple(int(g) for g in (grid or mgrid))
   patch_grid.check_grid(model.name, mgrid, grid)
+  return common.check_sites(sites, model.num_layers)
+
+
+def _record_cells(model, images, sites, store_dir, grid, dtype, settings, preprocess, batch,
+                  step, batch_size, progress, commit_interval_s, overlap) -> store_lib.Store:
+  """The shared loop: ``step(params, *batch(i0, i1))`` -> rows, into the store."""
   cells = grid[0] * grid[1]
   offsets = patch_grid.unit_offsets(len(images), grid)
   total = int(offsets[-1])
   if total >= np.iinfo(np.int32).max:
     raise ValueError(f"{total} units exceed int32; record the images in parts")
-  mean, std = tuple(map(float, model.image_mean)), tuple(map(float, model.image_std))
+  widths = jax.eval_shape(lambda p, *x: step(p, *x), model.params, *batch(0, 0))
   header = {
       "model": {"name": model.name, "weights_hash": weights_fingerprint(model.params),
-                "tokenizer": None, "preprocess": preprocess_hash(size, mean, std)},
+                "tokenizer": None, "preprocess": preprocess},
       "modality": "vision",
-      "sites": {s: {"neurons": n} for s, n in site_widths(model, sites).items()},
+      "sites": {s: {"neurons": int(widths[s].shape[-1])} for s in sites},
       "dtype": dtype,
       "corpus_hash": images_lib.images_hash(images),
       "documents_hash": store_lib.documents_hash(list(images.ids), offsets),
       "num_docs": len(images),
       "total_units": total,
-      "settings": {"grid": list(grid), "model_grid": list(mgrid), "input_size": list(size),
-                   "pooling": "area", "resize": RESIZE, "batch_size": batch_size},
+      "settings": settings,
   }
   writer = store_lib.StoreWriter(store_dir, header, {
       "doc_ids": list(images.ids), "domains": images.domains, "unit_offsets": offsets})
@@ -190,8 +273,6 @@ def record_images(model, images: images_lib.ImageSet, sites: Sequence[str] | Non
   if done not in ends:
     raise ValueError(f"{store_dir}: units_done={done} is not a batch boundary of this "
                      "recording; the store is inconsistent, delete it")
-  step = make_step(model.module, sites, size, mean, std, mgrid, grid,
-                   model.config.num_channels, dtype)
   state = {"last_commit": time.monotonic(), "moments": dict(writer.moments)}
   bar = None
   if progress:
@@ -227,11 +308,7 @@ def record_images(model, images: images_lib.ImageSet, sites: Sequence[str] | Non
       u0, u1 = i0 * cells, i1 * cells
       if u1 <= done:
         continue
-      batch = np.zeros((batch_size,) + images.images.shape[1:], np.uint8)
-      batch[:i1 - i0] = images.images[i0:i1]
-      if batch_sharding is not None:
-        batch = jax.device_put(batch, batch_sharding)
-      out = step(model.params, batch)
+      out = step(model.params, *batch(i0, i1))
       if overlap and pending is not None:
         finish(*pending)
       pending = (u0, u1, out)
