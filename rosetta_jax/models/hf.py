@@ -211,9 +211,14 @@ def check_tokenizer(tokenizer, vocab_size: int, src: Source) -> None:
 
 
 def abstract_params(module):
-  """The parameter shapes of ``module`` (``jax.eval_shape``: no memory, no compute)."""
-  tokens = jax.ShapeDtypeStruct((1, 2), jnp.int32)
-  return jax.eval_shape(lambda t: module.init(jax.random.PRNGKey(0), t), tokens)["params"]
+  """The parameter shapes of ``module`` (``jax.eval_shape``: no memory, no compute).
+
+  Text families take a [1, 2] token batch; a config with ``abstract_input()``
+  (the vision families) names its own input shape.
+  """
+  make_input = getattr(module.config, "abstract_input", None)
+  x = make_input() if make_input is not None else jax.ShapeDtypeStruct((1, 2), jnp.int32)
+  return jax.eval_shape(lambda t: module.init(jax.random.PRNGKey(0), t), x)["params"]
 
 
 def _unflatten(flat: dict[str, jax.Array]) -> dict:
@@ -299,7 +304,9 @@ def load_model(name_or_dir: str | os.PathLike, dtype=jnp.float32, mesh=None,
       of safetensors (the same as passing the file itself).
 
   Returns:
-    ``base.Model`` with the tokenizer found in the directory (or GGUF), else None.
+    ``base.Model`` with the tokenizer found in the directory (or GGUF), else None;
+    for the vision families a ``vision.VisionModel`` with the image normalisation
+    of ``preprocessor_config.json`` (or the family's default).
 
   Raises:
     FileNotFoundError: missing directory, file, config or weight files.
@@ -346,5 +353,12 @@ def load_model(name_or_dir: str | os.PathLike, dtype=jnp.float32, mesh=None,
   if missing:
     raise ValueError(f"{src.gguf or src.model_dir}: the checkpoint lacks {len(missing)} "
                      f"parameters of the {fam.name} port, e.g. {missing[:5]}")
+  if fam.modality == "vision":
+    from rosetta_jax.models import vision
+    mean, std, size = vision.image_processor_stats(
+        src.model_dir, fam.module.IMAGE_MEAN, fam.module.IMAGE_STD, (config.image_size,) * 2)
+    return vision.VisionModel(name=str(name_or_dir), module=module,
+                              params=_unflatten(placed), config=config, image_mean=mean,
+                              image_std=std, image_size=size)
   return base.Model(name=str(name_or_dir), module=module, params=_unflatten(placed),
                     config=config, tokenizer=plan.tokenizer, causal=fam.causal)

