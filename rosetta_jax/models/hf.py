@@ -269,9 +269,12 @@ def _plan(name_or_dir, dtype, gguf_file) -> _Plan:
     has_tok = "tokenizer.ggml.model" in header.metadata
     tokenizer = (load_tokenizer(src.model_dir, src.gguf.name, hf_config.model_type)
                  if has_tok else None)
+  elif fam.modality == "vision":
+    tokenizer = None                  # pixels in: no tokenizer, no vocabulary
   else:
     tokenizer = load_tokenizer(src.model_dir)
-  check_tokenizer(tokenizer, config.vocab_size, src)
+  if tokenizer is not None:
+    check_tokenizer(tokenizer, config.vocab_size, src)
   return _Plan(src, fam, hf_config, config, tokenizer, files, header, cfg_dict)
 
 
