@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from explorer_micro import NEURONS, shared_micro_run
+from rosetta_jax.explorer.cards import rounded
 from rosetta_jax import explorer
 from rosetta_jax.analysis import selectivity as sel
 from rosetta_jax.explorer import cards as cards_lib
@@ -87,11 +88,13 @@ def test_cards_hold_the_store_activations(run):
       # Top contexts: the k largest activations, descending, marked at their unit.
       order = np.lexsort((np.arange(len(x)), -x))[:cfg.top_k]
       assert [unit_of[c[0]] for c in head["top"]] == order.tolist()
-      np.testing.assert_allclose([c[3] for c in head["top"]], x[order], rtol=1e-3)
+      # Values are written rounded (page size): exactly the reference, rounded alike.
+      assert [c[3] for c in head["top"]] == [rounded(v, cfg.digits) for v in x[order]]
       # Every member's activation on every unit of the table.
       for jj, mem2 in enumerate(row.members):
         x2 = column(run, mem2.model, mem2.site, mem2.neuron)
-        np.testing.assert_allclose(card["units"]["act"][jj], x2[unit_of], rtol=5e-3, atol=1e-6)
+        assert card["units"]["act"][jj] == [rounded(v, cfg.act_digits) for v in
+                                            np.asarray(x2[unit_of], np.float64)]
       # Windows: [unit - before, unit + after] clipped to the unit's document.
       offs = run.units.unit_offsets
       for c, a, b, _ in head["top"]:
