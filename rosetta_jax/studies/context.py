@@ -528,14 +528,26 @@ class PairResult:
 
 
 def pair_key(ctx: Context, pair: Pair, criterion: rosetta.Criterion) -> str:
-  """Hash of everything a PairResult depends on."""
+  """Hash of everything a PairResult depends on.
+
+  The models' weights, documents, units and recorded values enter through the
+  stores' content ids (``Store.fingerprint``: the header with the weights hash,
+  the documents hash, the units committed and the SHA-256 of the chunk
+  checksums); the unit subset through the studied sites; the resamples through
+  the bootstrap multiplicities themselves (so their count, seed and document
+  count all count), besides the criterion, candidates and null seed.
+  """
   cfg = ctx.cfg
+  sa, sb = ctx.stores[pair.a.name], ctx.stores[pair.b.name]
+  weights = np.ascontiguousarray(ctx.weights)
   parts = {"format": PAIR_FORMAT, "a": pair.a.name, "b": pair.b.name,
-           "store_a": store_fingerprint(ctx.stores[pair.a.name]),
-           "store_b": store_fingerprint(ctx.stores[pair.b.name]),
+           "store_a": sa.fingerprint, "store_b": sb.fingerprint,
+           "units": [sa.units_done, sb.units_done],
            "sites_a": pair.a.mlp_sites(), "sites_b": pair.b.mlp_sites(),
            "criterion": dataclasses.asdict(criterion), "candidates": cfg.candidates,
-           "bootstrap": cfg.bootstrap, "seed": cfg.seed}
+           "bootstrap": cfg.bootstrap, "seed": cfg.seed,
+           "weights": [list(weights.shape), str(weights.dtype),
+                       hashlib.sha256(weights.tobytes()).hexdigest()]}
   return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
