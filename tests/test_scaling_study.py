@@ -139,6 +139,40 @@ def test_seed_and_resample_count_get_their_own_cache_entries(run):
   assert context.pair_key(odd, pair, MICRO.criterion) != base.key
 
 
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_damaged_chunk_is_refused_with_and_without_cached_pairs(run, tmp_path, damage):
+  """A chunk file deleted or cut short (as a partial copy leaves it) is an error
+  naming the store, site and chunk: when the pairs are cached (no activations
+  read: the cache lookup checks the files) and when they are recomputed."""
+  import shutil
+  from rosetta_jax import store as store_lib
+  workdir, _ = run
+  work = str(tmp_path / "w")
+  shutil.copytree(workdir, work, ignore=shutil.ignore_patterns(".lock"))
+  acts = sorted(os.listdir(os.path.join(work, "acts")))[0]
+  chunk = os.path.join(work, "acts", acts, "sites", "layer_0", "mlp", "0.0")
+  assert store_lib.Store(os.path.join(work, "acts", acts)).layout("layer_0/mlp")[0] < \
+      store_lib.Store(os.path.join(work, "acts", acts)).units_done    # row 0 is not the last
+  if damage == "delete":
+    os.remove(chunk)
+    want = r"chunk file sites/layer_0/mlp/0.0 is missing"
+  else:
+    with open(chunk, "r+b") as f:
+      f.truncate(100)
+    want = r"chunk file sites/layer_0/mlp/0.0 holds 100 bytes"
+  want = (rf"store {os.path.join(work, 'acts', acts)}: site 'layer_0/mlp': chunk row 0 "
+          rf"\(units \[0, \d+\)\) is damaged: {want}.*delete the store")
+  with pytest.raises(store_lib.StoreDamagedError, match=want):
+    registry.run_study("scaling", context.load_context(MICRO, work, progress=False))
+  shutil.rmtree(os.path.join(work, "pairs"))
+  shutil.rmtree(os.path.join(work, "neurons"), ignore_errors=True)
+  with pytest.raises(store_lib.StoreDamagedError, match=want):   # read by the matcher
+    registry.run_study("scaling", context.load_context(MICRO, work, progress=False))
+  assert not os.path.exists(os.path.join(work, "pairs")) or not any(
+      f.endswith(".npz") for f in os.listdir(os.path.join(work, "pairs")))
+
+
 def test_workdir_with_other_config_is_refused(run):
   workdir, _ = run
   other = config.StudyConfig(zoo=MICRO.zoo, bootstrap=31)

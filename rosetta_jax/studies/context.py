@@ -306,9 +306,10 @@ class Context:
     """Selectivity statistics of one model's studied MLP neurons (cached on disk)."""
     path = os.path.join(self.workdir, "neurons", safe_name(model.name) +
                         f"-{store_fingerprint(self.stores[model.name])[:10]}-m{TOP_M}.npz")
-    if os.path.exists(path):
-      return sel.NeuronStats.load(path, self.labels)
     store = self.stores[model.name]
+    if os.path.exists(path):
+      store.check_files()                # as for cached pairs (match_pair)
+      return sel.NeuronStats.load(path, self.labels)
     src = ConcatSource([store.site(s) for s in model.mlp_sites()])
     st = sel.neuron_stats(src, self.labels, top_m=TOP_M)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -565,9 +566,13 @@ def match_pair(ctx: Context, pair: Pair,
   key = pair_key(ctx, pair, crit)
   folder = os.path.join(ctx.workdir, "pairs")
   path = os.path.join(folder, f"{pair.label}-{key}.npz")
-  if os.path.exists(path):
-    return PairResult.load(path)
   sa, sb = ctx.stores[pair.a.name], ctx.stores[pair.b.name]
+  if os.path.exists(path):
+    # A cached result reads no activations: a deleted or cut chunk file must
+    # still be noticed (a stat per file; ``--verify`` checks the contents).
+    sa.check_files()
+    sb.check_files()
+    return PairResult.load(path)
   store_lib.check_same_units(sa, sb)
   acts_a = {s: sa.site(s) for s in pair.a.mlp_sites()}
   acts_b = {s: sb.site(s) for s in pair.b.mlp_sites()}
