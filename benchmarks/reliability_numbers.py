@@ -8,7 +8,8 @@ r"""The numbers of docs/reliability.md, measured in one run.
    float32), planted pairs as in tests/test_match_exact.py, and the worst
    relative error of the bootstrap's per-document sums at the same extremes.
 2. Damage checks: ``Store.check_files`` (a stat per chunk file) and
-   ``Store.verify`` (every byte) over every store of ``--workdir``.
+   ``Store.verify`` (every byte) over every store of ``--workdir`` (a finished
+   study workdir; its config.json is copied into the output).
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def main():
   res = {"command": "python " + " ".join(sys.argv), "commit": commit,
          "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
                     "(shared)",
+         "workdir_config": io_lib.read_json(os.path.join(args.workdir, "config.json")),
          "exactness": exactness(), "stores": damage_checks(args.workdir)}
   io_lib.write_json(args.out, res)
   print(json.dumps({k: res[k] for k in ("commit", "stores")}, indent=1))
