@@ -163,14 +163,17 @@ def test_damaged_chunk_is_refused_with_and_without_cached_pairs(run, tmp_path, d
     want = r"chunk file sites/layer_0/mlp/0.0 holds 100 bytes"
   want = (rf"store {os.path.join(work, 'acts', acts)}: site 'layer_0/mlp': chunk row 0 "
           rf"\(units \[0, \d+\)\) is damaged: {want}.*delete the store")
-  with pytest.raises(store_lib.StoreDamagedError, match=want):
-    registry.run_study("scaling", context.load_context(MICRO, work, progress=False))
-  shutil.rmtree(os.path.join(work, "pairs"))
-  shutil.rmtree(os.path.join(work, "neurons"), ignore_errors=True)
+  ctx = context.load_context(MICRO, work, progress=False)
+  pair = next(p for p in ctx.pairs if acts in (context.safe_name(p.a.name),
+                                               context.safe_name(p.b.name)))
+  cached = os.path.join(work, "pairs", f"{pair.label}-{context.pair_key(ctx, pair, MICRO.criterion)}.npz")
+  assert os.path.exists(cached)
+  with pytest.raises(store_lib.StoreDamagedError, match=want):   # the cache lookup
+    ctx.result(pair)
+  os.remove(cached)
   with pytest.raises(store_lib.StoreDamagedError, match=want):   # read by the matcher
-    registry.run_study("scaling", context.load_context(MICRO, work, progress=False))
-  assert not os.path.exists(os.path.join(work, "pairs")) or not any(
-      f.endswith(".npz") for f in os.listdir(os.path.join(work, "pairs")))
+    ctx.result(pair)
+  assert not os.path.exists(cached)
 
 
 def test_workdir_with_other_config_is_refused(run):
