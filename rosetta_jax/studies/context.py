@@ -534,9 +534,10 @@ def pair_key(ctx: Context, pair: Pair, criterion: rosetta.Criterion) -> str:
   The models' weights, documents, units and recorded values enter through the
   stores' content ids (``Store.fingerprint``: the header with the weights hash,
   the documents hash, the units committed and the SHA-256 of the chunk
-  checksums); the unit subset through the studied sites; the resamples through
-  the bootstrap multiplicities themselves (so their count, seed and document
-  count all count), besides the criterion, candidates and null seed.
+  checksums) and the units they hold; the neuron subset through the studied
+  sites; the resamples through the bootstrap multiplicities themselves (so their
+  number, their seed and the documents drawn from all enter), besides the
+  criterion, the candidates and the null's seed.
   """
   cfg = ctx.cfg
   sa, sb = ctx.stores[pair.a.name], ctx.stores[pair.b.name]
