@@ -67,7 +67,7 @@ def _fns(mesh, k, compute_dtype, precision=None):
   return step, merge, gather
 
 
-def _put_units(mesh, spec, src, u0, u1, shape, c0, c1):
+def _put_units(mesh, spec, src, u0, u1, shape, c0, c1, dtype):
   """A [step_units, cols] global array of ``src``'s units [u0, u1) and columns
   [c0, c1), zero-padded to ``shape``, built from this process's shards only: each
   process reads from the source just the units its devices hold (``data``)."""
@@ -78,7 +78,8 @@ def _put_units(mesh, spec, src, u0, u1, shape, c0, c1):
     r0, r1, _ = rows.indices(shape[0])
     if (r0, r1) not in cache:
       a, b = min(u0 + r0, u1), min(u0 + r1, u1)
-      x = np.asarray(src.read(a, b))[:, c0:c1]
+      x = (np.asarray(src.read(a, b))[:, c0:c1] if b > a     # all padding: no read
+           else np.zeros((0, c1 - c0), dtype))
       cache[(r0, r1)] = cor.pad_to(x, (r1 - r0, shape[1]))
     return cache[(r0, r1)][:, cols]
   return jax.make_array_from_callback(shape, shd.named(mesh, spec), shard)
@@ -106,6 +107,8 @@ def match_stream(side_a, side_b, k, *, block_a, block_b, chunk, mesh,
                            for v in (side_b.mu, side_b.lo, side_b.s))
   step, merge, gather = _fns(mesh, k, compute_dtype, precision)
   multi = shd.spans_processes(mesh)
+  if multi:   # every process's shards must agree on the dtype, read or not
+    dt_a, dt_b = (np.asarray(s.read(0, 1)).dtype for s in (src_a, src_b))
   cols_v = put(np.full((nm * nbp, k), -np.inf, np.float32), P("model"))
   cols_i = put(np.full((nm * nbp, k), -1, np.int32), P("model"))
   rows_v, rows_i = [], []
@@ -122,8 +125,8 @@ def match_stream(side_a, side_b, k, *, block_a, block_b, chunk, mesh,
     for u0 in range(0, t, step_units):
       u1 = min(u0 + step_units, t)
       if multi:   # each process reads only the units its own devices hold
-        xa = _put_units(mesh, shd.ACTS_A, src_a, u0, u1, (step_units, pa), a0, a1)
-        xb = _put_units(mesh, shd.ACTS_B, src_b, u0, u1, (step_units, nbp), 0, nb)
+        xa = _put_units(mesh, shd.ACTS_A, src_a, u0, u1, (step_units, pa), a0, a1, dt_a)
+        xb = _put_units(mesh, shd.ACTS_B, src_b, u0, u1, (step_units, nbp), 0, nb, dt_b)
       else:
         xa = np.asarray(src_a.read(u0, u1))[:, a0:a1]
         xb = np.asarray(src_b.read(u0, u1))
