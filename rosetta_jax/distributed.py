@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import socket
 import sys
 import threading
 import time
@@ -62,7 +63,6 @@ ENVIRONMENTS = (
     ("slurm", ("SLURM_JOB_ID", "SLURM_NTASKS"), lambda e: int(e.get("SLURM_NTASKS", "1")) > 1),
     ("openmpi", ("OMPI_COMM_WORLD_SIZE",), lambda e: int(e["OMPI_COMM_WORLD_SIZE"]) > 1),
     ("tpu", ("TPU_WORKER_HOSTNAMES",), lambda e: "," in e["TPU_WORKER_HOSTNAMES"]),
-    ("tpu", ("TPU_ACCELERATOR_TYPE", "TPU_WORKER_ID"), lambda e: True),
     ("kubernetes", ("JOB_COMPLETION_INDEX", "JAX_NUM_PROCESSES"),
      lambda e: int(e["JAX_NUM_PROCESSES"]) > 1),
 )
@@ -137,12 +137,20 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     return info
   if _cpu_only():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  kwargs = dict(initialization_timeout=int(timeout_s), heartbeat_timeout_seconds=int(heartbeat_s))
+  kwargs = dict(initialization_timeout=int(timeout_s) + 10,
+                heartbeat_timeout_seconds=int(heartbeat_s))
   if local_device_ids is not None:
     kwargs["local_device_ids"] = local_device_ids
   where = (f"process {process_id} of {num_processes} via coordinator {coordinator}"
            if source == "flags" else f"the {source} environment's processes")
   t0 = time.monotonic()
+  if source == "flags" and process_id != 0:
+    _wait_for_port(coordinator, timeout_s, where)
+  # JAX's client aborts the process (a fatal log line) when it gives up; end first,
+  # with a message that says what was waited for.
+  watch = _watchdog(timeout_s, f"{where}: not every process reached the coordinator "
+                    "(check that all were started with the same --coordinator and "
+                    "--num_processes and distinct --process_id)")
   try:
     if source == "flags":
       jax.distributed.initialize(coordinator_address=coordinator,
@@ -150,7 +158,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                                  process_id=int(process_id), **kwargs)
     else:
       jax.distributed.initialize(**kwargs)
-  except Exception as e:  # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE), RuntimeError
+    watch.set()
+  except Exception as e:
+    watch.set()  # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE), RuntimeError
     raise DistributedError(
         f"could not start the multi-process runtime as {where} within {timeout_s} s "
         f"(after {time.monotonic() - t0:.0f} s): {type(e).__name__}: "
@@ -161,6 +171,38 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                      coordinator if source == "flags" else None)
   _STATE["info"] = info
   return info
+
+
+def _wait_for_port(address: str, timeout_s: float, where: str) -> None:
+  """Waits until something listens at ``address`` ("host:port"), or raises."""
+  host, port = address.rsplit(":", 1)
+  t_end = time.monotonic() + timeout_s
+  last = None
+  while time.monotonic() < t_end:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+        return
+    except OSError as e:
+      last = e
+      time.sleep(0.2)
+  raise DistributedError(f"could not start the multi-process runtime as {where}: nothing "
+                         f"answered at {address} within {timeout_s:g} s ({last}); start "
+                         "process 0 there, or fix --coordinator")
+
+
+def _watchdog(seconds: float, what: str) -> threading.Event:
+  """A daemon thread that ends the process (status ``EXIT_TIMEOUT``) with a clear
+  message unless the returned event is set within ``seconds``."""
+  done = threading.Event()
+
+  def watch():
+    if not done.wait(seconds):
+      print(f"error: {what}: did not finish within {seconds:g} s; ending the run. "
+            "Re-run every process with the same command to resume.",
+            file=sys.stderr, flush=True)
+      os._exit(EXIT_TIMEOUT)  # pylint: disable=protected-access
+  threading.Thread(target=watch, daemon=True, name=f"watchdog:{what[:40]}").start()
+  return done
 
 
 def _cpu_only() -> bool:
@@ -218,17 +260,8 @@ def deadline(seconds: float | None, what: str):
   if not seconds or jax.process_count() == 1:
     yield
     return
-  done = threading.Event()
-
-  def watch():
-    if not done.wait(seconds):
-      print(f"error: process {jax.process_index()} of {jax.process_count()}: {what} did "
-            f"not finish within {seconds:g} s (a peer process died or hangs); ending the "
-            "run. Re-run every process with the same command to resume.",
-            file=sys.stderr, flush=True)
-      os._exit(EXIT_TIMEOUT)  # pylint: disable=protected-access
-  t = threading.Thread(target=watch, daemon=True, name=f"deadline:{what}")
-  t.start()
+  done = _watchdog(seconds, f"process {jax.process_index()} of {jax.process_count()}: "
+                   f"{what} (a peer process died or hangs)")
   try:
     yield
   finally:
