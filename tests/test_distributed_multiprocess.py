@@ -150,6 +150,7 @@ def test_two_processes_record_and_match_like_one(pair):
   assert (outs[0]["fingerprints"] == outs[1]["fingerprints"]).all()
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_store(pair, tmp_path):
   want = run_two(pair)[0]
   stores, out = tmp_path / "stores", tmp_path / "out"
