@@ -149,6 +149,7 @@ def main() -> None:
            "sizes": {"units": args.units, "neurons_a": args.neurons, "neurons_b": args.neurons,
                      "repeats": args.repeats},
            "matcher": rows, "planner": plans}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
       json.dump(out, f, indent=1)
     print(f"wrote {args.out}")
