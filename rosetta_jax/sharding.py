@@ -237,6 +237,20 @@ def shard_params(family: str, params, mesh: Mesh, config=None, *, fsdp: bool = F
 # Host side.
 
 
+def put(x, mesh: Mesh, spec: P):
+  """Places a host array, the same on every process, on ``mesh`` with ``spec``.
+
+  On a mesh that spans processes each process transfers only the shards its own
+  devices hold (``jax.make_array_from_callback``); ``jax.device_put`` would first
+  all-gather the whole array to check that every process passed the same one.
+  """
+  sharding = NamedSharding(mesh, spec)
+  if spans_processes(mesh) and not isinstance(x, jax.Array):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.device_put(x, sharding)
+
+
 def to_host(x: Any) -> np.ndarray:
   """A (global) array as one numpy array on every process.
 

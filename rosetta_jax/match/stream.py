@@ -102,7 +102,7 @@ def match_stream(side_a, side_b, k, *, block_a, block_b, chunk, mesh,
   step_units = tc * nd
   nap = n_panels * pa
   mu_a, lo_a, s_a = (cor.pad_to(v, (nap,)) for v in (side_a.mu, side_a.lo, side_a.s))
-  put = lambda x, spec: jax.device_put(x, shd.named(mesh, spec))
+  put = lambda x, spec: shd.put(x, mesh, spec)
   mu_b_d, lo_b_d, s_b_d = (put(cor.pad_to(v, (nbp,)), shd.NEURONS_B)
                            for v in (side_b.mu, side_b.lo, side_b.s))
   step, merge, gather = _fns(mesh, k, compute_dtype, precision)
