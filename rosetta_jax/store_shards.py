@@ -24,6 +24,7 @@ the shards' merged (Chan), ``documents`` are concatenated.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from typing import Mapping, Sequence
@@ -37,6 +38,7 @@ from rosetta_jax.match.moments import Moments
 FORMAT = "rosetta_jax.store.sharded/1"
 SHARDS = "shards"
 SHARED_KEYS = ("model", "sites", "dtype", "settings")  # equal in every shard
+_CALLS = itertools.count()
 
 
 def shard_name(index: int, count: int) -> str:
@@ -304,7 +306,10 @@ def record_sharded(model, docs: Sequence, sites, store_dir: str, *, process: int
   full = {"corpus_hash": corpus_hash(docs), "doc_ids": [d.doc_id for d in docs]}
   running = jax.process_count() == count and count > 1
   if running:
-    tag = f"rosetta_jax.record:{os.path.abspath(store_dir)}:{full['corpus_hash']}"
+    # The same name on every process (paths may differ between hosts), new per call:
+    # every process makes the same record calls in the same order.
+    tag = (f"rosetta_jax.record:{next(_CALLS)}:{model.name}:{full['corpus_hash']}:"
+           f"{os.path.basename(os.path.normpath(store_dir))}")
     distributed.barrier(tag + ":shards", barrier_timeout_s)
   done = [store_lib.Store(shard_dir(store_dir, i, count))
           if os.path.exists(os.path.join(shard_dir(store_dir, i, count), store_lib.MANIFEST))
