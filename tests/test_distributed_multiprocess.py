@@ -188,3 +188,40 @@ def test_killed_process_resumes_to_the_same_store(pair, tmp_path):
   got = dict(np.load(out / "p0.npz"))
   for key in ("mem_a_to_b_idx", "mem_b_to_a_idx", "null_a", "null_b"):
     np.testing.assert_array_equal(got[key], want[key])
+
+
+@pytest.mark.slow
+def test_record_binary_on_two_processes(pair, tmp_path):
+  """``experiments.record`` with the process flags and --mesh: two processes, one store."""
+  import torch
+  import transformers
+  from rosetta_jax.data.tokenizer import Tokenizer
+  hf_dir = tmp_path / "hf"
+  tok = Tokenizer.load(str(pair["art"] / "tok"))
+  cfg = transformers.GPTNeoXConfig(vocab_size=tok.vocab_size, hidden_size=32,
+                                   num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=128)
+  torch.manual_seed(0)
+  transformers.GPTNeoXForCausalLM(cfg).save_pretrained(hf_dir)
+  transformers.PreTrainedTokenizerFast(tokenizer_object=tok.backend).save_pretrained(hf_dir)
+  args = [sys.executable, "-m", "experiments.record", f"--model={hf_dir}", "--max_docs=6",
+          "--max_chars=300", "--batch_size=2", "--max_len=64", "--noprogress"]
+  port = free_port()
+  procs = [subprocess.Popen(args + [f"--workdir={tmp_path / 'two'}", "--mesh=model:2",
+                                    f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
+                                    f"--process_id={i}"], cwd=ROOT, env=child_env(),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+           for i in range(2)]
+  outs = wait_all(procs)
+  assert all(p.returncode == 0 for p in procs), "\n----\n".join(o[-3000:] for o in outs)
+  one = subprocess.run(args + [f"--workdir={tmp_path / 'one'}"], cwd=ROOT, env=child_env(),
+                       capture_output=True, text=True, timeout=HARD_TIMEOUT)
+  assert one.returncode == 0, one.stderr[-3000:]
+  results = json.loads((tmp_path / "two" / "results.json").read_text())
+  two = S.open_store(results["store"])
+  single = S.open_store(str(tmp_path / "one" / "store"))
+  assert type(two).__name__ == "ShardedStore" and two.units_done == single.units_done
+  assert two.documents["doc_ids"] == single.documents["doc_ids"]
+  for s in single.sites:        # tensor parallel over 2 devices: float32 rounding only
+    np.testing.assert_allclose(two.site(s).read(0, two.units_done),
+                               single.site(s).read(0, single.units_done), atol=1e-5, rtol=1e-5)
