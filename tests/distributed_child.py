@@ -58,14 +58,29 @@ stores = {n: record(m, docs, sites, os.path.join(STORES, n), barrier_timeout_s=3
                     **spec["settings"]) for n, m in models.items()}
 print("RECORDED", type(stores["a"]).__name__, flush=True)
 
+class Counting:
+  """A store site that counts the units read through it."""
+
+  def __init__(self, src):
+    self.src, self.read_units = src, 0
+    self.num_units, self.num_neurons = src.num_units, src.num_neurons
+
+  def read(self, start, stop):
+    self.read_units += stop - start
+    return self.src.read(start, stop)
+
+  def moments(self):
+    return self.src.moments()
+
+
 mesh = sharding.mesh_from_flag("data:2,model:2")
 assert sharding.spans_processes(mesh)
 with distributed.deadline(60, "matching"):
   arrays = {n: np.concatenate([s.site(x).read(0, s.units_done) for x in sites], axis=1)
             for n, s in stores.items()}
   mem = rj.match(arrays["a"], arrays["b"], k=2, mesh=mesh, block_a=16, block_b=16, chunk=64)
-  streamed = rj.match(stores["a"].site(sites[1]), stores["b"].site(sites[1]), k=2, mesh=mesh,
-                      block_a=16, chunk=64)
+  counted = [Counting(stores[n].site(sites[1])) for n in ("a", "b")]
+  streamed = rj.match(*counted, k=2, mesh=mesh, block_a=16, chunk=64)
   doc_ids = np.repeat(np.arange(len(docs)), np.diff(stores["a"].documents["unit_offsets"]))
   null = rj.find_rosetta({s: stores["a"].site(s) for s in sites},
                          {s: stores["b"].site(s) for s in sites}, mesh=mesh,
@@ -74,6 +89,7 @@ os.makedirs(OUT, exist_ok=True)
 np.savez(os.path.join(OUT, f"p{PROCESS}.npz"),
          **{f"mem_{f.name}": getattr(mem, f.name) for f in dataclasses.fields(mem)},
          **{f"str_{f.name}": getattr(streamed, f.name) for f in dataclasses.fields(streamed)},
+         read_units=np.array([c.read_units for c in counted]), num_units=counted[0].num_units,
          null_a=null.neuron_a, null_b=null.neuron_b, null_r=null.r,
          fingerprints=np.array([stores[n].fingerprint for n in ("a", "b")]))
 distributed.barrier("child:done", 60)

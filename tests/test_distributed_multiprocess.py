@@ -133,6 +133,12 @@ def test_two_processes_record_and_match_like_one(pair):
     np.testing.assert_array_equal(got["null_b"], null.neuron_b)
     np.testing.assert_allclose(got["null_r"], null.r, atol=1e-6, rtol=0)
   assert len(null) > 0 and (mem.a_to_b_idx[:, 0] >= 0).all()
+  # Streaming over data:2, each process read about half of the units of each pass
+  # (4 panels of A's 64 neurons: block_a=16; B is read once per panel), not all.
+  t = int(outs[0]["num_units"])
+  for got in outs:
+    for read in got["read_units"]:
+      assert 0.45 * 4 * t <= read <= 0.55 * 4 * t + 2, (read, t)
   # The sharded store holds exactly the single-process recording's units.
   for n in ("a", "b"):
     sharded = S.open_store(str(pair["stores"] / n))
