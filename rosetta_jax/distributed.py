@@ -9,8 +9,11 @@ decides how this process joins a run:
 
 * flags given (``--coordinator``, ``--num_processes``, ``--process_id``): exactly
   those, all three or none;
-* no flags, but a cluster environment JAX detects (SLURM, Open MPI, a Cloud TPU
-  slice, Kubernetes): ``jax.distributed.initialize()`` reads it from there;
+* no flags, but a multi-process cluster environment JAX detects (a SLURM job step
+  with several tasks, an Open MPI launch, a multi-host TPU slice that announces its
+  workers in ``TPU_WORKER_HOSTNAMES``): ``jax.distributed.initialize()`` reads the
+  details from there (on Cloud TPU VMs the TPU runtime itself also joins the hosts
+  of a slice);
 * neither: one process, nothing to start (the default; every binary runs as before).
 
 Nothing may hang without saying why. The coordinator connection has a time-out
@@ -57,14 +60,14 @@ class ProcessInfo:
     return self.index == 0
 
 
-# Environment variables by which a cluster announces a multi-process job; JAX's own
-# cluster detection (jax._src.clusters) reads the details.
+# Environment variables by which a cluster announces a multi-process job: the sets
+# JAX's own cluster detection (jax._src.clusters) reads, and more than one process.
 ENVIRONMENTS = (
-    ("slurm", ("SLURM_JOB_ID", "SLURM_NTASKS"), lambda e: int(e.get("SLURM_NTASKS", "1")) > 1),
-    ("openmpi", ("OMPI_COMM_WORLD_SIZE",), lambda e: int(e["OMPI_COMM_WORLD_SIZE"]) > 1),
+    ("slurm", ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+               "SLURM_LOCALID"), lambda e: int(e["SLURM_NTASKS"]) > 1),
+    ("openmpi", ("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE"),
+     lambda e: int(e["OMPI_COMM_WORLD_SIZE"]) > 1),
     ("tpu", ("TPU_WORKER_HOSTNAMES",), lambda e: "," in e["TPU_WORKER_HOSTNAMES"]),
-    ("kubernetes", ("JOB_COMPLETION_INDEX", "JAX_NUM_PROCESSES"),
-     lambda e: int(e["JAX_NUM_PROCESSES"]) > 1),
 )
 
 

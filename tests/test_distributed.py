@@ -255,9 +255,13 @@ def test_initialize_flags_and_environment():
   with pytest.raises(ValueError, match="host:port"):
     distributed.initialize("localhost", 2, 1)
   assert distributed.detect_environment({}) is None
-  assert distributed.detect_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}) is None
-  assert distributed.detect_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}) == "slurm"
-  assert distributed.detect_environment({"OMPI_COMM_WORLD_SIZE": "2"}) == "openmpi"
+  slurm = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_PROCID": "0",
+           "SLURM_LOCALID": "0"}
+  assert distributed.detect_environment({**slurm, "SLURM_NTASKS": "1"}) is None
+  assert distributed.detect_environment({**slurm, "SLURM_NTASKS": "4"}) == "slurm"
+  assert distributed.detect_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}) is None
+  assert distributed.detect_environment({"OMPI_MCA_orte_hnp_uri": "1.0;tcp://h:1",
+                                         "OMPI_COMM_WORLD_SIZE": "2"}) == "openmpi"
   assert distributed.detect_environment({"TPU_WORKER_HOSTNAMES": "h0,h1"}) == "tpu"
   assert distributed.detect_environment({"TPU_WORKER_HOSTNAMES": "h0"}) is None
   distributed.barrier("one process: no-op", timeout_s=0.1)
