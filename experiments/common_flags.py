@@ -33,6 +33,17 @@ VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an error.")
 VERIFY = flags.DEFINE_bool("verify", False, "Before any work, verify every activation "
                            "store in the workdir (chunk files, checksums, documents, "
                            "moments: Store.verify); a damaged one ends the run, naming it.")
+# Devices and processes (docs/scale.md). Defaults: one process, no sharding.
+MESH = flags.DEFINE_string("mesh", "", "Device mesh 'data:D,model:M' over every process's "
+                           "devices (-1: the rest); empty: one device, no sharding.")
+COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0 in a "
+                                  "multi-process run (with --num_processes, --process_id); "
+                                  "unset: one process, or the cluster's own (SLURM, Open "
+                                  "MPI, TPU) detection.")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, from 0.")
+DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout_s", 300, "Seconds to wait for every process at start-up.")
 EXPLORER = flags.DEFINE_bool("explorer", True, "Write the run's explorer page "
                              "(<workdir>/explorer/index.html) when the study finishes.")
 
@@ -43,6 +54,24 @@ def define_study_flags() -> None:
     flags.DEFINE_string("models", "zoo", "'zoo', or comma-separated model dirs, offline: "
                         "names or GGUF files ('A+B,C+D' pairs within groups).")
   config_lib.define_flags(config_lib.StudyConfig)
+
+
+def start_processes():
+  """Joins the multi-process runtime from the flags or the environment (a no-op for
+  one process); ``run`` calls it before ``main``. Returns a ``ProcessInfo``."""
+  from rosetta_jax import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
+                                timeout_s=DISTRIBUTED_TIMEOUT.value)
+
+
+def mesh(local: bool = False):
+  """The ``--mesh`` mesh over every process's devices (``sharding.mesh_from_flag``);
+  ``local``: the model axis of ``--mesh`` over this process's devices, ``data`` the
+  rest of them (the mesh each process records its own documents on)."""
+  from rosetta_jax import sharding  # pylint: disable=g-import-not-at-top
+  if local:
+    return sharding.local_mesh(None, sharding.parse_mesh(MESH.value)[1] or 1)
+  return sharding.mesh_from_flag(MESH.value)
 
 
 def models() -> str:
@@ -114,6 +143,7 @@ def run(main) -> None:
   """``app.run(main)`` with errors a user can fix reported in one line."""
   def wrapped(argv):
     try:
+      start_processes()
       return main(argv)
     except app.UsageError:
       raise

@@ -21,10 +21,12 @@ import dataclasses
 import os
 import time
 
+import jax
 from absl import flags
 
 from experiments import common_flags as cf
 from rosetta_jax import io as io_lib
+from rosetta_jax import sharding
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context
 
@@ -50,7 +52,8 @@ def main(argv):
     docs = docs[:cfg.max_docs]
   if cfg.max_chars:
     docs = [dataclasses.replace(d, text=d.text[:cfg.max_chars]) for d in docs]
-  model = load_model(cfg.model)
+  mesh = cf.mesh(local=True) if cf.MESH.value else None   # each process: its own copy
+  model = load_model(cfg.model, mesh=mesh)
   if model.tokenizer is None:
     raise config_lib.ConfigError(f"model: {cfg.model} has no tokenizer files; recording "
                                  "needs one")
@@ -58,13 +61,18 @@ def main(argv):
            else [s.strip() for s in cfg.sites.split(",") if s.strip()])
   max_len = min(cfg.max_len, getattr(model.config, "max_position_embeddings", cfg.max_len))
   align_with = [AutoTokenizer.from_pretrained(d) for d in cfg.align_with]
-  context.lock_workdir(workdir)
-  if not existed:
+  primary = jax.process_index() == 0          # one process writes config and results
+  if primary:
+    context.lock_workdir(workdir)
+  if primary and not existed:
     config_lib.write_workdir_config(workdir, meta)
   start = time.time()
   store = record(model, docs, sites, os.path.join(workdir, "store"),
                  batch_size=cfg.batch_size, max_len=max_len, pooling=cfg.pooling,
-                 align_with=align_with or None, dtype=cfg.dtype, progress=cf.PROGRESS.value)
+                 align_with=align_with or None, dtype=cfg.dtype, progress=cf.PROGRESS.value,
+                 batch_sharding=None if mesh is None else sharding.named(mesh, sharding.BATCH))
+  if not primary:
+    return
   results = {"model": model.name, "documents": len(docs), "units": store.units_done,
              "sites": {s: store.site(s).num_neurons for s in store.sites},
              "store": os.path.abspath(store.path), "seconds": round(time.time() - start, 2)}

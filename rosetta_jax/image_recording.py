@@ -231,6 +231,9 @@ def record_generated(generator, samples, sites: Sequence[str] | None, store_dir:
 
 
 def _check(model, images, sites, dtype, batch_size, mgrid, grid) -> tuple[str, ...]:
+  if jax.process_count() > 1:   # several processes would write one store's chunks
+    raise ValueError("image recording runs in one process; per-process shards exist for "
+                     "text recording only (docs/scale.md)")
   if dtype not in DTYPES:
     raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
   if batch_size < 1:

@@ -219,7 +219,8 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
            batch_size: int = 8, max_len: int = 512, pooling: str = "mean",
            align_with: Sequence | None = None, dtype: str = "float32",
            progress: bool = True, commit_interval_s: float = 5.0, overlap: bool = True,
-           batch_sharding=None) -> store_lib.Store:
+           batch_sharding=None, processes: tuple[int, int] | None = None,
+           barrier_timeout_s: float = 24 * 3600) -> store_lib.Store:
   """Records pooled unit activations of ``model`` on ``docs`` into ``store_dir``.
 
   Args:
@@ -244,6 +245,13 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
       holds strictly one batch in all memories at once. Results are identical.
     batch_sharding: optional ``jax.sharding.Sharding`` for the [batch, L] inputs
       (e.g. ``NamedSharding(mesh, P("data"))``); parameters keep their own.
+    processes: (this process, number of processes); None: from the
+      multi-process runtime (``jax.process_index()``, ``jax.process_count()``).
+      With more than one, each process records its share of the documents into
+      its own shard of a sharded store (``store_shards.py``), whose manifest is
+      committed once every shard is complete.
+    barrier_timeout_s: with several processes, how long one that has finished
+      waits for the others before ending with an error.
 
   Returns:
     The finished ``Store``.
@@ -252,6 +260,14 @@ def record(model, docs: Sequence, sites: Sequence[str] | None, store_dir: str, *
     ValueError: bad arguments, alignment errors (naming the document), a store of
       a different recording in ``store_dir``, non-finite activations.
   """
+  index, count = (jax.process_index(), jax.process_count()) if processes is None else processes
+  if count > 1:
+    from rosetta_jax import store_shards  # pylint: disable=g-import-not-at-top
+    return store_shards.record_sharded(
+        model, docs, sites, store_dir, process=index, count=count,
+        barrier_timeout_s=barrier_timeout_s, batch_size=batch_size, max_len=max_len,
+        pooling=pooling, align_with=align_with, dtype=dtype, progress=progress,
+        commit_interval_s=commit_interval_s, overlap=overlap, batch_sharding=batch_sharding)
   if model.tokenizer is None:
     raise ValueError(f"model {model.name!r} has no tokenizer; recording needs one")
   if pooling not in align_lib.POOLINGS:

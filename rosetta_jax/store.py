@@ -517,7 +517,19 @@ def _compare_moments(site: str, stored: Moments, data: Moments) -> list[str]:
 
 def open_store(path: str, verify: bool = False, progress: bool = False) -> Store:
   """Opens a store directory for reading; with ``verify``, checks all of it first
-  (``Store.verify``: raises ``StoreDamagedError``)."""
+  (``Store.verify``: raises ``StoreDamagedError``). A store recorded by several
+  processes opens as a ``store_shards.ShardedStore`` (the same read interface)."""
+  from rosetta_jax import store_shards  # pylint: disable=g-import-not-at-top
+  if store_shards.is_sharded(path):
+    store = store_shards.ShardedStore(path)
+    if verify:
+      store.verify(progress=progress)
+    return store
+  if (not os.path.exists(os.path.join(path, MANIFEST))
+      and os.path.isdir(os.path.join(path, store_shards.SHARDS))):
+    raise FileNotFoundError(f"{path} holds shards of a multi-process recording but no "
+                            f"{MANIFEST}: not every shard is complete yet; re-run the "
+                            "recording on every process to finish it")
   store = Store(path)
   if verify:
     store.verify(progress=progress)

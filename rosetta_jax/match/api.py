@@ -152,7 +152,7 @@ def _match_arrays(side_a, side_b, k, *, block_a, block_b, chunk, mesh, compute_d
   bb, nbb = cor.split_axis(nb, 1, block_b)
   tc, nc = cor.split_axis(t, nd, chunk)
   nap, nbp, tp = nm * nab * ba, nbb * bb, nd * nc * tc
-  put = lambda x, spec: jax.device_put(x, shd.named(mesh, spec))
+  put = lambda x, spec: shd.put(x, mesh, spec)
   args = [put(cor.pad_to(a, (tp, nap)), shd.ACTS_A), put(cor.pad_to(b, (tp, nbp)), shd.ACTS_B)]
   args += [put(cor.pad_to(v, (nap,)), shd.NEURONS_A) for v in (side_a.mu, side_a.lo, side_a.s)]
   args += [put(cor.pad_to(v, (nbp,)), shd.NEURONS_B) for v in (side_b.mu, side_b.lo, side_b.s)]

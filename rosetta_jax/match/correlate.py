@@ -302,9 +302,10 @@ def scales(m: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def finalize(r, idx, n):
-  """Cuts padding; -inf -> (nan, -1)."""
-  r = np.asarray(r)[:n].astype(np.float32)
-  idx = np.asarray(idx)[:n].astype(np.int32)
+  """Cuts padding; -inf -> (nan, -1). Arrays spanning several processes are
+  all-gathered first (``sharding.to_host``), so every process gets the result."""
+  r = shd.to_host(r)[:n].astype(np.float32)
+  idx = shd.to_host(idx)[:n].astype(np.int32)
   bad = ~np.isfinite(r)
   return np.where(bad, -1, idx).astype(np.int32), np.where(bad, np.nan, r).astype(np.float32)
 

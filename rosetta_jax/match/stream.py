@@ -67,6 +67,24 @@ def _fns(mesh, k, compute_dtype, precision=None):
   return step, merge, gather
 
 
+def _put_units(mesh, spec, src, u0, u1, shape, c0, c1, dtype):
+  """A [step_units, cols] global array of ``src``'s units [u0, u1) and columns
+  [c0, c1), zero-padded to ``shape``, built from this process's shards only: each
+  process reads from the source just the units its devices hold (``data``)."""
+  cache = {}
+
+  def shard(index):
+    rows, cols = index
+    r0, r1, _ = rows.indices(shape[0])
+    if (r0, r1) not in cache:
+      a, b = min(u0 + r0, u1), min(u0 + r1, u1)
+      x = (np.asarray(src.read(a, b))[:, c0:c1] if b > a     # all padding: no read
+           else np.zeros((0, c1 - c0), dtype))
+      cache[(r0, r1)] = cor.pad_to(x, (r1 - r0, shape[1]))
+    return cache[(r0, r1)][:, cols]
+  return jax.make_array_from_callback(shape, shd.named(mesh, spec), shard)
+
+
 def match_stream(side_a, side_b, k, *, block_a, block_b, chunk, mesh,
                  compute_dtype, precision=None, desc: str | None = None) -> cor.MatchResult:
   """Streams both sides (``prep.Side``); see the module docstring. ``block_b`` is
@@ -84,10 +102,13 @@ def match_stream(side_a, side_b, k, *, block_a, block_b, chunk, mesh,
   step_units = tc * nd
   nap = n_panels * pa
   mu_a, lo_a, s_a = (cor.pad_to(v, (nap,)) for v in (side_a.mu, side_a.lo, side_a.s))
-  put = lambda x, spec: jax.device_put(x, shd.named(mesh, spec))
+  put = lambda x, spec: shd.put(x, mesh, spec)
   mu_b_d, lo_b_d, s_b_d = (put(cor.pad_to(v, (nbp,)), shd.NEURONS_B)
                            for v in (side_b.mu, side_b.lo, side_b.s))
   step, merge, gather = _fns(mesh, k, compute_dtype, precision)
+  multi = shd.spans_processes(mesh)
+  if multi:   # every process's shards must agree on the dtype, read or not
+    dt_a, dt_b = (np.asarray(s.read(0, 1)).dtype for s in (src_a, src_b))
   cols_v = put(np.full((nm * nbp, k), -np.inf, np.float32), P("model"))
   cols_i = put(np.full((nm * nbp, k), -1, np.int32), P("model"))
   rows_v, rows_i = [], []
@@ -103,15 +124,19 @@ def match_stream(side_a, side_b, k, *, block_a, block_b, chunk, mesh,
     g = put(np.zeros((nd, pa, nbp), np.float32), P("data", "model", None))
     for u0 in range(0, t, step_units):
       u1 = min(u0 + step_units, t)
-      xa = np.asarray(src_a.read(u0, u1))[:, a0:a1]
-      xb = np.asarray(src_b.read(u0, u1))
-      xa = put(cor.pad_to(xa, (step_units, pa)), shd.ACTS_A)
-      xb = put(cor.pad_to(xb, (step_units, nbp)), shd.ACTS_B)
+      if multi:   # each process reads only the units its own devices hold
+        xa = _put_units(mesh, shd.ACTS_A, src_a, u0, u1, (step_units, pa), a0, a1, dt_a)
+        xb = _put_units(mesh, shd.ACTS_B, src_b, u0, u1, (step_units, nbp), 0, nb, dt_b)
+      else:
+        xa = np.asarray(src_a.read(u0, u1))[:, a0:a1]
+        xb = np.asarray(src_b.read(u0, u1))
+        xa = put(cor.pad_to(xa, (step_units, pa)), shd.ACTS_A)
+        xb = put(cor.pad_to(xb, (step_units, nbp)), shd.ACTS_B)
       g = step(g, xa, xb, mu_pa, lo_pa, s_pa, mu_b_d, lo_b_d, s_b_d, np.int32(u0),
                np.int32(t))
     rv, ri, cols_v, cols_i = merge(g, cols_v, cols_i, s_pa, s_b_d, np.int32(a0))
-    rows_v.append(np.asarray(rv))
-    rows_i.append(np.asarray(ri))
+    rows_v.append(shd.to_host(rv))
+    rows_i.append(shd.to_host(ri))
     if bar is not None:
       bar.update(a1 - a0)
   if bar is not None:
