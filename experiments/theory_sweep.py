@@ -33,6 +33,15 @@ _ALPHA = flags.DEFINE_string("alpha", "corpus", "Utility exponent: a number, or 
 _MEASURED = flags.DEFINE_string("measured", None, "results.json of the scaling study (optional).")
 _SEED_NOISE = flags.DEFINE_float("seed_noise", 0.25,
                                  "Capacity model: run-to-run jitter of log margins.")
+_SIM = flags.DEFINE_bool("sim", True, "Run the toy sweep and the capacity comparison.")
+_VARIANTS_OUT = flags.DEFINE_string(
+    "variants_out", None, "With --measured: write the mechanism variants at the measured sizes "
+    "(theory.predict.run_all: a priori, fitted, out-of-sample) to this JSON.")
+_REGIME_PNG = flags.DEFINE_string("regime_png", None, "With --variants_out: the regime map PNG.")
+_TOKENIZER_DIR = flags.DEFINE_string(
+    "tokenizer_dir", None, "The zoo's tokenizer for the token rule (default: the zoo/ folder "
+    "beside --measured when it has one, else a BPE trained as the zoo trains its own).")
+_N_FIT = flags.DEFINE_integer("n_fit", 3, "Out-of-sample test: sizes fitted (the smallest).")
 
 
 def _alpha(raw: str) -> dict:
@@ -62,6 +71,12 @@ def main(argv):
                        f"got {list(cfg.budgets)}")
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
+  if _VARIANTS_OUT.value:
+    if not _MEASURED.value:
+      raise config_lib.ConfigError("variants_out: needs --measured (a scaling results.json)")
+    _variants(_MEASURED.value, _VARIANTS_OUT.value)
+  if not _SIM.value:
+    return
   logging.info("alpha %s; sim config %s", alpha, cfg)
   res = compare.run_comparison(cfg, cf.WORKDIR.value, alpha, _MEASURED.value,
                                seed_noise=_SEED_NOISE.value, log=logging.info)
@@ -69,6 +84,32 @@ def main(argv):
     print(f"{row['source']:32s} beta = {row['beta']:.3f}  "
           f"95% CI [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]")
   print(f"wrote {cf.WORKDIR.value}/results.json, report.html")
+
+
+def _variants(measured: str, out: str) -> None:
+  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  from rosetta_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+  from theory import predict  # pylint: disable=g-import-not-at-top
+  tok = _TOKENIZER_DIR.value
+  beside = os.path.join(os.path.dirname(os.path.abspath(measured)), "zoo")
+  if tok is None and os.path.exists(os.path.join(beside, "tokenizer.json")):
+    tok = beside
+  res = predict.run_all(measured, tokenizer_dir=tok, png=_REGIME_PNG.value, n_fit=_N_FIT.value,
+                        log=logging.info)
+  commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=False).stdout.strip()
+  res = {"command": "python -m experiments.theory_sweep " + " ".join(sys.argv[1:]),
+         "commit": commit, **res}
+  io_lib.write_json(out, res)
+  for rule, r in res["rules"].items():
+    print(f"[{rule}] alpha {r['fixed']['alpha']:.3f}, F {r['fixed']['num_features']:g}; "
+          f"measured beta {r['measured']['beta']:.3f}")
+    for name, v in r["variants"].items():
+      print(f"  {name:17s} a priori beta {v['apriori']['beta']:.3f}  out-of-sample rms log err "
+            f"{v['out_of_sample']['score']['rms_log_error']:.3f}")
+    print(f"  power law         out-of-sample rms log err "
+          f"{r['power_law']['score']['rms_log_error']:.3f}")
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":

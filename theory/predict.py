@@ -182,3 +182,59 @@ def evaluate(m: Measured, fixed: dict, names=None, n_fit: int = 3, steps: int = 
                        "count_ci": m.count_ci.tolist(), "beta": m.beta, "beta_ci": m.beta_ci,
                        "labels": m.labels, "path": m.path},
           "variants": out, "power_law": power}
+
+
+REGIME_ALPHAS = np.round(np.linspace(0.5, 1.6, 23), 3)
+REGIME_RATIOS = np.geomspace(0.5, 64.0, 22)
+
+
+def regime_map(results: dict, png: str, n: float = 512.0) -> dict:
+  """The a priori allocation map and the out-of-sample-fitted isolation map, measured points on it.
+
+  Each measured configuration (size N of the zoo under each rule) sits at
+  (F / N, alpha) coloured by the measured beta of its study.
+  """
+  from theory import regime  # pylint: disable=g-import-not-at-top
+  grids, points = {}, []
+  for rule, res in results.items():
+    m = res["measured"]
+    for s in m["sizes"]:
+      points.append({"alpha": res["fixed"]["alpha"], "ratio": res["fixed"]["num_features"] / s,
+                     "beta": m["beta"], "label": f"{rule} N={s:g}",
+                     "marker": "o" if rule == "tokens" else "s"})
+  head = results.get("tokens") or next(iter(results.values()))
+  grids["allocation (a priori)"] = regime.beta_grid(
+      "allocation", V.get("allocation").init, n, REGIME_ALPHAS, REGIME_RATIOS)
+  iso = head["variants"].get("isolation")
+  if iso:
+    th = V.get("isolation").init
+    th = {"tau0": iso["out_of_sample"]["physical"]["tau0"],
+          "tau1": iso["out_of_sample"]["physical"]["tau1"]}
+    grids[f"isolation (tau0={th['tau0']:.2f}, tau1={th['tau1']:.2f}: out-of-sample fit)"] = (
+        regime.beta_grid("isolation", th, n, REGIME_ALPHAS, REGIME_RATIOS))
+  regime.plot(grids, REGIME_ALPHAS, REGIME_RATIOS, points, png, n)
+  return {"n": n, "alphas": REGIME_ALPHAS.tolist(), "ratios": REGIME_RATIOS.tolist(),
+          "grids": {k: np.round(g, 4).tolist() for k, g in grids.items()},
+          "points": points, "png": png}
+
+
+def run_all(measured_path: str, rules=("tokens", "words"), tokenizer_dir: str | None = None,
+            png: str | None = None, n_fit: int = 3, steps: int = 400, bootstrap: int = 200,
+            log=print) -> dict:
+  """Every rule x variant on one scaling study's results.json (+ the regime map)."""
+  m = read_measured(measured_path)
+  tok = None
+  if tokenizer_dir:
+    from rosetta_jax.data import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
+    tok = tok_lib.Tokenizer.load(tokenizer_dir)
+  results = {}
+  for rule in rules:
+    fixed = fix_parameters(rule, tok if rule == "tokens" else None, bootstrap)
+    if tokenizer_dir and rule == "tokens":
+      fixed["tokenizer"] = os.path.abspath(tokenizer_dir)
+    log(f"rule {rule}: alpha {fixed['alpha']:.3f} {fixed['alpha_ci']}, F {fixed['num_features']:g}")
+    results[rule] = evaluate(m, fixed, n_fit=n_fit, steps=steps, log=log)
+  out = {"rules": results}
+  if png:
+    out["regime"] = regime_map(results, png)
+  return out
