@@ -41,6 +41,11 @@ _REGIME_PNG = flags.DEFINE_string("regime_png", None, "With --variants_out: the 
 _TOKENIZER_DIR = flags.DEFINE_string(
     "tokenizer_dir", None, "The zoo's tokenizer for the token rule (default: the zoo/ folder "
     "beside --measured when it has one, else a BPE trained as the zoo trains its own).")
+_ZOO_SIM = flags.DEFINE_string(
+    "zoo_sim", None, "Run a simulation in the zoo's regime (a theory.simulate.ZOO_PRESETS "
+    "name: zoo_smoke, zoo_cpu, zoo) into --workdir/zoo_sim (resumes budget by budget) and write "
+    "it beside the variants' predictions to --zoo_sim_out.")
+_ZOO_SIM_OUT = flags.DEFINE_string("zoo_sim_out", None, "JSON for --zoo_sim.")
 _N_FIT = flags.DEFINE_integer("n_fit", 3, "Out-of-sample test: sizes fitted (the smallest).")
 
 
@@ -75,6 +80,8 @@ def main(argv):
     if not _MEASURED.value:
       raise config_lib.ConfigError("variants_out: needs --measured (a scaling results.json)")
     _variants(_MEASURED.value, _VARIANTS_OUT.value)
+  if _ZOO_SIM.value:
+    _zoo_sim(_ZOO_SIM.value, _ZOO_SIM_OUT.value)
   if not _SIM.value:
     return
   logging.info("alpha %s; sim config %s", alpha, cfg)
@@ -86,8 +93,33 @@ def main(argv):
   print(f"wrote {cf.WORKDIR.value}/results.json, report.html")
 
 
+def _provenance() -> dict:
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=False).stdout.strip()
+  return {"command": "python -m experiments.theory_sweep " + " ".join(sys.argv[1:]),
+          "commit": commit}
+
+
+def _zoo_sim(preset: str, out: str | None) -> None:
+  import os  # pylint: disable=g-import-not-at-top
+  from rosetta_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+  from theory import predict, simulate  # pylint: disable=g-import-not-at-top
+  if preset not in simulate.ZOO_PRESETS:
+    raise config_lib.ConfigError(f"zoo_sim: one of {sorted(simulate.ZOO_PRESETS)}, got {preset!r}")
+  res = predict.zoo_simulation(preset, os.path.join(cf.WORKDIR.value, "zoo_sim", preset),
+                               log=logging.info)
+  sim = res["simulated"]
+  print(f"zoo-regime simulation {preset}: beta_sim {sim['beta_sim']:.3f} {sim['beta_sim_ci']}")
+  for name, p in res["predicted"].items():
+    print(f"  {name:17s} a priori beta {p['beta']:.3f}")
+  if out:
+    io_lib.write_json(out, {**_provenance(), **res})
+    print(f"wrote {out}")
+
+
 def _variants(measured: str, out: str) -> None:
-  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  import os  # pylint: disable=g-import-not-at-top
   from rosetta_jax import io as io_lib  # pylint: disable=g-import-not-at-top
   from theory import predict  # pylint: disable=g-import-not-at-top
   tok = _TOKENIZER_DIR.value
@@ -96,10 +128,7 @@ def _variants(measured: str, out: str) -> None:
     tok = beside
   res = predict.run_all(measured, tokenizer_dir=tok, png=_REGIME_PNG.value, n_fit=_N_FIT.value,
                         log=logging.info)
-  commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=False).stdout.strip()
-  res = {"command": "python -m experiments.theory_sweep " + " ".join(sys.argv[1:]),
-         "commit": commit, **res}
+  res = {**_provenance(), **res}
   io_lib.write_json(out, res)
   for rule, r in res["rules"].items():
     print(f"[{rule}] alpha {r['fixed']['alpha']:.3f}, F {r['fixed']['num_features']:g}; "

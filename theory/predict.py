@@ -185,7 +185,7 @@ def evaluate(m: Measured, fixed: dict, names=None, n_fit: int = 3, steps: int = 
 
 
 REGIME_ALPHAS = np.round(np.linspace(0.5, 1.6, 23), 3)
-REGIME_RATIOS = np.geomspace(0.5, 64.0, 22)
+REGIME_RATIOS = np.geomspace(0.5, 64.0, 24)   # no grid point at F = N exactly
 
 
 def regime_map(results: dict, png: str, n: float = 512.0) -> dict:
@@ -200,17 +200,16 @@ def regime_map(results: dict, png: str, n: float = 512.0) -> dict:
     m = res["measured"]
     for s in m["sizes"]:
       points.append({"alpha": res["fixed"]["alpha"], "ratio": res["fixed"]["num_features"] / s,
-                     "beta": m["beta"], "label": f"{rule} N={s:g}",
+                     "beta": m["beta"], "label": f"{s:g}",
                      "marker": "o" if rule == "tokens" else "s"})
   head = results.get("tokens") or next(iter(results.values()))
   grids["allocation (a priori)"] = regime.beta_grid(
       "allocation", V.get("allocation").init, n, REGIME_ALPHAS, REGIME_RATIOS)
   iso = head["variants"].get("isolation")
   if iso:
-    th = V.get("isolation").init
-    th = {"tau0": iso["out_of_sample"]["physical"]["tau0"],
-          "tau1": iso["out_of_sample"]["physical"]["tau1"]}
-    grids[f"isolation (tau0={th['tau0']:.2f}, tau1={th['tau1']:.2f}: out-of-sample fit)"] = (
+    th = {"tau0": iso["fit_all"]["physical"]["tau0"], "tau1": iso["fit_all"]["physical"]["tau1"]}
+    grids[f"isolation, tau0={th['tau0']:.2f}, tau1={th['tau1']:.2f} (fit to all sizes, "
+          f"{head['fixed']['rule']} rule)"] = (
         regime.beta_grid("isolation", th, n, REGIME_ALPHAS, REGIME_RATIOS))
   regime.plot(grids, REGIME_ALPHAS, REGIME_RATIOS, points, png, n)
   return {"n": n, "alphas": REGIME_ALPHAS.tolist(), "ratios": REGIME_RATIOS.tolist(),
@@ -238,3 +237,25 @@ def run_all(measured_path: str, rules=("tokens", "words"), tokenizer_dir: str | 
   if png:
     out["regime"] = regime_map(results, png)
   return out
+
+
+def zoo_simulation(preset: str, cache_dir: str | None, log=print) -> dict:
+  """A ``simulate.ZOO_PRESETS`` sweep beside every variant's a priori prediction at its N.
+
+  The variants see the simulation's own F and utility exponent (activity
+  ``f ** -prob_alpha`` x importance ``f ** -alpha``: utility exponent
+  ``prob_alpha + alpha``).
+  """
+  from theory import simulate  # pylint: disable=g-import-not-at-top
+  cfg = simulate.ZOO_PRESETS[preset]
+  sim = simulate.run_sweep(cfg, log=log, cache_dir=cache_dir)
+  a, f = cfg.prob_alpha + cfg.alpha, float(cfg.num_features)
+  sizes = np.asarray(sim["budgets"], float)
+  size = V.feature_axis(f, sizes.max())
+  pred = {}
+  for name, v in V.VARIANTS.items():
+    c = np.asarray(V.counts(name, v.init, sizes, a, f, size), float)
+    sel = [v.selectivity(v.init, n, a, f, size) for n in sizes]
+    pred[name] = {"counts": c.tolist(), "beta": stats.loglog_slope(sizes, c),
+                  "selectivity_non_rosetta": [float(s["non_rosetta"]) for s in sel]}
+  return {"preset": preset, "utility_alpha": a, "simulated": sim, "predicted": pred}

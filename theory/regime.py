@@ -49,8 +49,11 @@ def plot(grids: dict, alphas, ratios, points: list[dict], path: str, n: float) -
     for p in points:
       ax.scatter(p["ratio"], p["alpha"], c=[p["beta"]], cmap="RdBu_r", vmin=0.0, vmax=2.0,
                  edgecolors="k", s=60, marker=p.get("marker", "o"), zorder=3)
-      ax.annotate(p["label"], (p["ratio"], p["alpha"]), fontsize=7, xytext=(4, 4),
+      ax.annotate(p["label"], (p["ratio"], p["alpha"]), fontsize=6, xytext=(-6, 7),
                   textcoords="offset points")
+    ax.text(0.02, 0.02, "measured zoo sizes N (labels), coloured by measured beta:\n"
+            "circles: tokens rule, squares: words rule", transform=ax.transAxes, fontsize=7,
+            va="bottom", bbox={"fc": "white", "alpha": 0.8, "lw": 0})
     ax.set_xscale("log")
     ax.set_xlabel("F / N (features per neuron)")
     ax.set_ylabel("alpha (utility exponent)")
