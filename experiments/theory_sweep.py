@@ -9,6 +9,20 @@ Command (the run recorded in docs/theory.md; ~10 minutes on a 2-core CPU)::
 every field of ``SimConfig`` is a flag (``--num_features``, ``--budgets``,
 ``--num_seeds``, ``--steps``, ...), ``--config`` reads a saved config.json.
 
+The mechanism variants at the measured sizes (docs/theory.md sections 3-5 and 7;
+~8 minutes on a 2-core CPU; needs a scaling run, e.g. runs/tiny)::
+
+  python -m experiments.theory_sweep --sim=false --measured=runs/tiny/results.json \\
+      --variants_out=docs/results/theory_variants.json --regime_png=docs/theory_regime.png \\
+      --workdir=runs/theory_variants
+
+A simulation in the zoo's regime (section 6; ``zoo_cpu`` ~20 minutes on a 2-core
+CPU, ``zoo`` is the full F = 8192, N <= 1024 size: hours on a CPU, resumes budget by
+budget from --workdir)::
+
+  python -m experiments.theory_sweep --sim=false --zoo_sim=zoo_cpu \\
+      --zoo_sim_out=docs/results/theory_zoo_sim.json --workdir=runs/theory_zoo
+
 What it shows: alpha is fixed from the embedded corpus's word rank-frequency law
 (``--alpha=corpus``) or given as a number, never fitted to Rosetta counts. The
 capacity model (theory/capacity.py) predicts the Rosetta-count exponent beta for

@@ -259,3 +259,42 @@ def zoo_simulation(preset: str, cache_dir: str | None, log=print) -> dict:
     pred[name] = {"counts": c.tolist(), "beta": stats.loglog_slope(sizes, c),
                   "selectivity_non_rosetta": [float(s["non_rosetta"]) for s in sel]}
   return {"preset": preset, "utility_alpha": a, "simulated": sim, "predicted": pred}
+
+
+def markdown_tables(res: dict) -> str:
+  """docs/theory.md's tables from ``run_all``'s JSON (the numbers exactly as written)."""
+  lines = []
+  for rule, r in res["rules"].items():
+    fx, m = r["fixed"], r["measured"]
+    sizes = [f"{s:g}" for s in m["sizes"]]
+    lines += [f"**Rule `{rule}`**: alpha = {fx['alpha']:.3f} [{fx['alpha_ci'][0]:.3f}, "
+              f"{fx['alpha_ci'][1]:.3f}], F = {fx['num_features']:g}.", "",
+              "| | beta over the 5 sizes | " + " | ".join(f"N = {s}" for s in sizes) + " |",
+              "|---|---|" + "---|" * len(sizes),
+              f"| measured (tiny zoo) | {m['beta']:.3f} [{m['beta_ci'][0]:.3f}, "
+              f"{m['beta_ci'][1]:.3f}] | " + " | ".join(
+                  f"{c:g} [{lo:g}, {hi:g}]" for c, (lo, hi) in zip(m["counts"], m["count_ci"])) + " |"]
+    for name, v in r["variants"].items():
+      a = v["apriori"]
+      lines.append(f"| {name}, a priori | {a['beta']:.3f} [{a['beta_ci'][0]:.3f}, "
+                   f"{a['beta_ci'][1]:.3f}] | " + " | ".join(f"{c:.1f}" for c in a["counts"]) + " |")
+    for name, v in r["variants"].items():
+      fa = v["fit_all"]
+      lines.append(f"| {name}, fit to all 5 | {fa['beta']:.3f} | " +
+                   " | ".join(f"{c:.1f}" for c in fa["counts"]) + " |")
+    lines += ["", f"Out of sample (fitted on the {r['n_fit']} smallest sizes):", "",
+              "| mechanism | fitted parameters | beta (5 sizes) | " + " | ".join(
+                  f"N = {s:g}: pred (err in half-widths)" for s in m["sizes"][r["n_fit"]:]) +
+              " | rms log error |", "|---|---|---|" + "---|" * (len(sizes) - r["n_fit"] + 1)]
+    rows = [(name, v["out_of_sample"]) for name, v in r["variants"].items()]
+    pl = r["power_law"]
+    rows.append(("power law", {"physical": {"beta": pl["beta"]}, "beta": pl["beta"],
+                               "score": pl["score"]}))
+    for name, o in rows:
+      sc = o["score"]
+      par = ", ".join(f"{k} {x:.3g}" for k, x in o["physical"].items())
+      cells = " | ".join(f"{p:.1f} ({e:+.1f}{' in CI' if ok else ''})" for p, e, ok in
+                         zip(sc["predicted"], sc["error_in_half_widths"], sc["in_interval"]))
+      lines.append(f"| {name} | {par} | {o['beta']:.3f} | {cells} | {sc['rms_log_error']:.3f} |")
+    lines.append("")
+  return "\n".join(lines)
