@@ -63,3 +63,17 @@ def test_fix_parameters_words_rule():
   assert fixed["num_features"] > 1000 and 0.5 < fixed["alpha"] < 2.0
   with pytest.raises(ValueError, match="rule"):
     predict.fix_parameters("nope")
+
+
+def test_docs_tables_are_rendered_from_the_results_json():
+  root = __file__.rsplit("/tests/", 1)[0]
+  with open(f"{root}/docs/results/theory_variants.json") as f:
+    res = json.load(f)
+  with open(f"{root}/docs/theory.md") as f:
+    doc = f.read()
+  assert predict.markdown_tables(res) in doc
+  with open(f"{root}/docs/results/theory_zoo_sim.json") as f:
+    zoo = json.load(f)
+  sim = zoo["simulated"]
+  assert (f"| simulated Rosetta pairs (1 seed pair) | {sim['beta_sim']:.3f} "
+          f"[{sim['beta_sim_ci'][0]:.3f}, {sim['beta_sim_ci'][1]:.3f}] |") in doc
