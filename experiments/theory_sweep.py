@@ -9,6 +9,20 @@ Command (the run recorded in docs/theory.md; ~10 minutes on a 2-core CPU)::
 every field of ``SimConfig`` is a flag (``--num_features``, ``--budgets``,
 ``--num_seeds``, ``--steps``, ...), ``--config`` reads a saved config.json.
 
+The mechanism variants at the measured sizes (docs/theory.md sections 3-5 and 7;
+~8 minutes on a 2-core CPU; needs a scaling run, e.g. runs/tiny)::
+
+  python -m experiments.theory_sweep --sim=false --measured=runs/tiny/results.json \\
+      --variants_out=docs/results/theory_variants.json --regime_png=docs/theory_regime.png \\
+      --workdir=runs/theory_variants
+
+A simulation in the zoo's regime (section 6; ``zoo_cpu`` ~20 minutes on a 2-core
+CPU, ``zoo`` is the full F = 8192, N <= 1024 size: hours on a CPU, resumes budget by
+budget from --workdir)::
+
+  python -m experiments.theory_sweep --sim=false --zoo_sim=zoo_cpu \\
+      --zoo_sim_out=docs/results/theory_zoo_sim.json --workdir=runs/theory_zoo
+
 What it shows: alpha is fixed from the embedded corpus's word rank-frequency law
 (``--alpha=corpus``) or given as a number, never fitted to Rosetta counts. The
 capacity model (theory/capacity.py) predicts the Rosetta-count exponent beta for
@@ -33,6 +47,20 @@ _ALPHA = flags.DEFINE_string("alpha", "corpus", "Utility exponent: a number, or 
 _MEASURED = flags.DEFINE_string("measured", None, "results.json of the scaling study (optional).")
 _SEED_NOISE = flags.DEFINE_float("seed_noise", 0.25,
                                  "Capacity model: run-to-run jitter of log margins.")
+_SIM = flags.DEFINE_bool("sim", True, "Run the toy sweep and the capacity comparison.")
+_VARIANTS_OUT = flags.DEFINE_string(
+    "variants_out", None, "With --measured: write the mechanism variants at the measured sizes "
+    "(theory.predict.run_all: a priori, fitted, out-of-sample) to this JSON.")
+_REGIME_PNG = flags.DEFINE_string("regime_png", None, "With --variants_out: the regime map PNG.")
+_TOKENIZER_DIR = flags.DEFINE_string(
+    "tokenizer_dir", None, "The zoo's tokenizer for the token rule (default: the zoo/ folder "
+    "beside --measured when it has one, else a BPE trained as the zoo trains its own).")
+_ZOO_SIM = flags.DEFINE_string(
+    "zoo_sim", None, "Run a simulation in the zoo's regime (a theory.simulate.ZOO_PRESETS "
+    "name: zoo_smoke, zoo_cpu, zoo) into --workdir/zoo_sim (resumes budget by budget) and write "
+    "it beside the variants' predictions to --zoo_sim_out.")
+_ZOO_SIM_OUT = flags.DEFINE_string("zoo_sim_out", None, "JSON for --zoo_sim.")
+_N_FIT = flags.DEFINE_integer("n_fit", 3, "Out-of-sample test: sizes fitted (the smallest).")
 
 
 def _alpha(raw: str) -> dict:
@@ -62,6 +90,14 @@ def main(argv):
                        f"got {list(cfg.budgets)}")
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
+  if _VARIANTS_OUT.value:
+    if not _MEASURED.value:
+      raise config_lib.ConfigError("variants_out: needs --measured (a scaling results.json)")
+    _variants(_MEASURED.value, _VARIANTS_OUT.value)
+  if _ZOO_SIM.value:
+    _zoo_sim(_ZOO_SIM.value, _ZOO_SIM_OUT.value)
+  if not _SIM.value:
+    return
   logging.info("alpha %s; sim config %s", alpha, cfg)
   res = compare.run_comparison(cfg, cf.WORKDIR.value, alpha, _MEASURED.value,
                                seed_noise=_SEED_NOISE.value, log=logging.info)
@@ -69,6 +105,54 @@ def main(argv):
     print(f"{row['source']:32s} beta = {row['beta']:.3f}  "
           f"95% CI [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]")
   print(f"wrote {cf.WORKDIR.value}/results.json, report.html")
+
+
+def _provenance() -> dict:
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=False).stdout.strip()
+  return {"command": "python -m experiments.theory_sweep " + " ".join(sys.argv[1:]),
+          "commit": commit}
+
+
+def _zoo_sim(preset: str, out: str | None) -> None:
+  import os  # pylint: disable=g-import-not-at-top
+  from rosetta_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+  from theory import predict, simulate  # pylint: disable=g-import-not-at-top
+  if preset not in simulate.ZOO_PRESETS:
+    raise config_lib.ConfigError(f"zoo_sim: one of {sorted(simulate.ZOO_PRESETS)}, got {preset!r}")
+  res = predict.zoo_simulation(preset, os.path.join(cf.WORKDIR.value, "zoo_sim", preset),
+                               log=logging.info)
+  sim = res["simulated"]
+  print(f"zoo-regime simulation {preset}: beta_sim {sim['beta_sim']:.3f} {sim['beta_sim_ci']}")
+  for name, p in res["predicted"].items():
+    print(f"  {name:17s} a priori beta {p['beta']:.3f}")
+  if out:
+    io_lib.write_json(out, {**_provenance(), **res})
+    print(f"wrote {out}")
+
+
+def _variants(measured: str, out: str) -> None:
+  import os  # pylint: disable=g-import-not-at-top
+  from rosetta_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+  from theory import predict  # pylint: disable=g-import-not-at-top
+  tok = _TOKENIZER_DIR.value
+  beside = os.path.join(os.path.dirname(os.path.abspath(measured)), "zoo")
+  if tok is None and os.path.exists(os.path.join(beside, "tokenizer.json")):
+    tok = beside
+  res = predict.run_all(measured, tokenizer_dir=tok, png=_REGIME_PNG.value, n_fit=_N_FIT.value,
+                        log=logging.info)
+  res = {**_provenance(), **res}
+  io_lib.write_json(out, res)
+  for rule, r in res["rules"].items():
+    print(f"[{rule}] alpha {r['fixed']['alpha']:.3f}, F {r['fixed']['num_features']:g}; "
+          f"measured beta {r['measured']['beta']:.3f}")
+    for name, v in r["variants"].items():
+      print(f"  {name:17s} a priori beta {v['apriori']['beta']:.3f}  out-of-sample rms log err "
+            f"{v['out_of_sample']['score']['rms_log_error']:.3f}")
+    print(f"  power law         out-of-sample rms log err "
+          f"{r['power_law']['score']['rms_log_error']:.3f}")
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":

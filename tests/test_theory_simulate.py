@@ -83,3 +83,31 @@ def test_theory_sweep_smoke(tmp_path):
   bad = subprocess.run(cmd[:-1] + [f"--measured={tmp_path / 'missing.json'}"], cwd=root,
                        capture_output=True, text=True)
   assert bad.returncode != 0 and "missing.json" in bad.stderr
+
+
+def test_zipf_activity_and_sampling_frequencies():
+  cfg = sim.ZOO_PRESETS["zoo_smoke"]
+  p = sim.activity(cfg)
+  assert p.mean() == pytest.approx(cfg.feature_prob, rel=1e-5)
+  f = np.arange(1, cfg.num_features + 1)
+  np.testing.assert_allclose(p[0] / p, f ** cfg.prob_alpha, rtol=1e-4)
+  x = np.asarray(sim.sample_features(sim.jax.random.PRNGKey(3), 20000, cfg.num_features,
+                                     sim.jnp.asarray(p)))
+  freq = (x > 0).mean(0)
+  sd = np.sqrt(p * (1 - p) / 20000)
+  assert np.all(np.abs(freq - p) < 5 * sd + 1e-4)
+
+
+def test_zoo_smoke_sweep_resumes_budget_by_budget(tmp_path, monkeypatch):
+  cfg = sim.ZOO_PRESETS["zoo_smoke"]
+  res = sim.run_sweep(cfg, log=lambda *_: None, cache_dir=str(tmp_path))
+  assert res["budgets"] == [16, 32]
+  assert all(0 < r <= n for r, n in zip(res["rosetta_mean"], res["budgets"]))
+  assert np.isfinite(res["beta_sim"])
+  assert sorted(os.listdir(tmp_path)) == ["budget_16.json", "budget_16.npz",
+                                          "budget_32.json", "budget_32.npz"]
+  def boom(*a, **k):
+    raise AssertionError("a cached budget was retrained")
+  monkeypatch.setattr(sim, "run_budget", boom)
+  again = sim.run_sweep(cfg, log=lambda *_: None, cache_dir=str(tmp_path))
+  assert again["rosetta_mean"] == res["rosetta_mean"] and again["beta_sim"] == res["beta_sim"]

@@ -85,15 +85,40 @@ def estimate_alpha(texts: Sequence[str], ngram: int = 1, rank_min: int = 1,
     dict ``alpha``, ``ci`` (alpha +- 1.96 bootstrap s.e.), ``rank_max`` (of the full fit),
     ``num_units`` (tokens), ``vocab``.
   """
-  counts = rank_frequencies(texts, ngram)
+  if not texts:
+    raise ValueError("no texts to count")
+  per_doc = [collections.Counter(units(t, ngram)) for t in texts]
+  out = estimate_alpha_counts(per_doc, rank_min=rank_min, min_count=min_count,
+                              bootstrap=bootstrap, seed=seed)
+  out["ngram"] = ngram
+  return out
+
+
+def estimate_alpha_counts(per_doc: Sequence[collections.Counter], rank_min: int = 1,
+                          min_count: int = 10, bootstrap: int = 200, seed: int = 0) -> dict:
+  """``estimate_alpha`` on per-document unit counts (words, n-grams or token ids).
+
+  Returns:
+    dict ``alpha``, ``ci``, ``rank_max``, ``num_units``, ``vocab`` (distinct
+    units) and ``types_above_floor`` (units seen >= ``min_count`` times: the
+    ``rank_max`` of the fit).
+
+  Raises:
+    ValueError: no units at all.
+  """
+  total = collections.Counter()
+  for c in per_doc:
+    total.update(c)
+  if not total:
+    raise ValueError("the texts contain no units")
+  counts = np.sort(np.fromiter(total.values(), dtype=np.int64))[::-1]
   alpha = fit_zipf(counts, rank_min=rank_min, min_count=min_count)
   rank_max = int(np.sum(counts >= min_count))
   rng = np.random.default_rng(seed)
-  per_doc = [collections.Counter(units(t, ngram)) for t in texts]
   samples = []
   for _ in range(bootstrap):
     c = collections.Counter()
-    for i in rng.integers(0, len(texts), len(texts)):
+    for i in rng.integers(0, len(per_doc), len(per_doc)):
       c.update(per_doc[i])
     sc = np.sort(np.fromiter(c.values(), dtype=np.int64))[::-1]
     try:
@@ -105,7 +130,7 @@ def estimate_alpha(texts: Sequence[str], ngram: int = 1, rank_min: int = 1,
   se = float(np.std(samples)) if len(samples) > 1 else float("nan")
   ci = [alpha - 1.96 * se, alpha + 1.96 * se]
   return {"alpha": alpha, "ci": ci, "rank_max": rank_max, "num_units": int(counts.sum()),
-          "vocab": int(len(counts)), "ngram": ngram}
+          "vocab": int(len(counts)), "types_above_floor": rank_max, "min_count": min_count}
 
 
 def corpus_alpha(split: str = "all", ngram: int = 1, bootstrap: int = 200) -> dict:
@@ -113,5 +138,25 @@ def corpus_alpha(split: str = "all", ngram: int = 1, bootstrap: int = 200) -> di
   from rosetta_jax.data.corpus import load_corpus   # lazy: the corpus is optional here
   docs = load_corpus(split)
   out = estimate_alpha([d.text for d in docs], ngram=ngram, bootstrap=bootstrap)
+  out["split"] = split
+  return out
+
+
+def token_counts(tokenizer, texts: Sequence[str]) -> list[collections.Counter]:
+  """Per-document token-id counts under ``tokenizer`` (a ``rosetta_jax.data.tokenizer``)."""
+  return [collections.Counter(ids.tolist()) for ids in tokenizer.encode_ids(list(texts))]
+
+
+def corpus_token_alpha(tokenizer, split: str = "train", min_count: int = 10,
+                       bootstrap: int = 200) -> dict:
+  """``estimate_alpha_counts`` over the tokens of the embedded corpus's ``split``.
+
+  The units the zoo study correlates over are its tokenizer's tokens (identical
+  tokenizers: canonical spans are tokens), and the zoo learns from the train split.
+  """
+  from rosetta_jax.data.corpus import load_corpus   # lazy: the corpus is optional here
+  docs = load_corpus(split)
+  out = estimate_alpha_counts(token_counts(tokenizer, [d.text for d in docs]),
+                              min_count=min_count, bootstrap=bootstrap)
   out["split"] = split
   return out

@@ -46,7 +46,11 @@ class SimConfig:
   Attributes:
     num_features: F.
     alpha: importance exponent, I_f = f ** -alpha.
-    feature_prob: probability that a feature is active (sparsity 1 - p).
+    feature_prob: probability that a feature is active (sparsity 1 - p); with
+      ``prob_alpha`` > 0, the mean over features.
+    prob_alpha: feature f's activity falls as ``f ** -prob_alpha`` (the corpus's
+      rank-frequency law, as in the zoo) with mean ``feature_prob``, capped at 1;
+      0 gives every feature the same activity.
     budgets: neuron budgets N (>= 2 of them for an exponent).
     num_seeds: independently trained models per budget (>= 2).
     steps, batch_size, learning_rate: Adam training.
@@ -61,6 +65,7 @@ class SimConfig:
   num_features: int = 64
   alpha: float = 1.0
   feature_prob: float = 0.05
+  prob_alpha: float = 0.0
   budgets: tuple[int, ...] = (4, 6, 8, 16, 32, 64)
   num_seeds: int = 4
   steps: int = 3000
@@ -83,6 +88,8 @@ class SimConfig:
       raise ValueError(f"num_features must be >= 2, got {self.num_features}")
     if not 0 < self.feature_prob <= 1:
       raise ValueError(f"feature_prob must be in (0, 1], got {self.feature_prob}")
+    if self.prob_alpha < 0:
+      raise ValueError(f"prob_alpha must be >= 0, got {self.prob_alpha}")
     if len(self.budgets) < 2 or min(self.budgets) < 1:
       raise ValueError(f"need >= 2 budgets, each >= 1, got {self.budgets}")
     if len(set(self.budgets)) != len(self.budgets):
@@ -104,8 +111,14 @@ def importance(num_features: int, alpha: float) -> Array:
   return jnp.arange(1, num_features + 1, dtype=jnp.float32) ** -alpha
 
 
-def sample_features(key: Array, batch: int, num_features: int, prob: float) -> Array:
-  """[batch, F] sparse features: active w.p. ``prob`` with value U(0, 1)."""
+def activity(config: "SimConfig") -> np.ndarray:
+  """[F] probability that each feature is active (``feature_prob``, ``prob_alpha``)."""
+  f = np.arange(1, config.num_features + 1, dtype=np.float64) ** -config.prob_alpha
+  return np.minimum(1.0, config.feature_prob * f / f.mean()).astype(np.float32)
+
+
+def sample_features(key: Array, batch: int, num_features: int, prob) -> Array:
+  """[batch, F] sparse features: active w.p. ``prob`` (scalar or [F]) with value U(0, 1)."""
   k1, k2 = jax.random.split(key)
   on = jax.random.bernoulli(k1, prob, (batch, num_features))
   return jnp.where(on, jax.random.uniform(k2, (batch, num_features)), 0.0)
@@ -155,7 +168,7 @@ def train(config: SimConfig, num_neurons: int, keys: Array) -> tuple[dict, Array
   """
   imp = importance(config.num_features, config.alpha)
   opt = optax.adam(config.learning_rate)
-  f, p = config.num_features, config.feature_prob
+  f, p = config.num_features, jnp.asarray(activity(config))
 
   def one(key):
     k_init, k_data = jax.random.split(key)
@@ -320,8 +333,37 @@ def bootstrap_beta(acts_by_budget: dict, r_min: float, reps: int, seed: int = 0,
   return {"samples": samples, "ci": ci, "dropped": dropped}
 
 
-def run_sweep(config: SimConfig, matcher: Callable | None = None, log: Callable = print) -> dict:
+def _budget_cached(config: SimConfig, n: int, probe: np.ndarray, matcher, cache_dir):
+  """``run_budget``, resumable: one npz + json per budget in ``cache_dir`` (same config only)."""
+  if cache_dir is None:
+    return run_budget(config, n, probe, matcher)
+  import json, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  from rosetta_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+  stem = os.path.join(cache_dir, f"budget_{n}")
+  want = json.loads(json.dumps(dataclasses.asdict(config)))
+  if os.path.exists(stem + ".json") and os.path.exists(stem + ".npz"):
+    with open(stem + ".json") as f:
+      meta = json.load(f)
+    if meta.get("config") == want:
+      out = meta["out"]
+      out["rosetta"] = {tuple(map(int, k.split(","))): v for k, v in out["rosetta"].items()}
+      out["acts"] = np.load(stem + ".npz")["acts"]
+      return out
+  out = run_budget(config, n, probe, matcher)
+  os.makedirs(cache_dir, exist_ok=True)
+  io_lib.save_npz(stem + ".npz", acts=out["acts"])
+  keep = {k: v for k, v in out.items() if k != "acts"}
+  keep["rosetta"] = {f"{i},{j}": c for (i, j), c in out["rosetta"].items()}
+  io_lib.write_json(stem + ".json", {"config": want, "out": keep})
+  return out
+
+
+def run_sweep(config: SimConfig, matcher: Callable | None = None, log: Callable = print,
+              cache_dir: str | None = None) -> dict:
   """Trains and measures every budget, fits beta_sim with a bootstrap CI.
+
+  ``cache_dir`` makes the sweep resumable budget by budget (a killed run redoes
+  only the budgets it had not finished).
 
   Returns:
     JSON-ready dict: ``config``, per-budget ``budgets``/``rosetta_mean``/
@@ -332,12 +374,12 @@ def run_sweep(config: SimConfig, matcher: Callable | None = None, log: Callable 
   config.validate()
   probe = np.asarray(sample_features(jax.random.PRNGKey(config.seed + 10_007),
                                      config.probe_size, config.num_features,
-                                     config.feature_prob))
+                                     jnp.asarray(activity(config))))
   res = {k: [] for k in ("budgets", "rosetta_mean", "rosetta_std", "dedicated_mean",
                          "loss_mean", "selectivity_rosetta", "selectivity_other", "dead_mean")}
   acts = {}
   for n in sorted(config.budgets):
-    out = run_budget(config, n, probe, matcher)
+    out = _budget_cached(config, n, probe, matcher, cache_dir)
     acts[n] = out.pop("acts")
     counts = list(out["rosetta"].values())
     res["budgets"].append(n)
@@ -372,3 +414,20 @@ PRESETS = {
                          steps=3000, batch_size=1024, probe_size=4096, bootstrap=100),
 }
 PRESETS["paper"] = PRESETS["default"]
+
+# The zoo's regime: many more features than neurons, activities from the corpus's
+# token rank-frequency law (prob_alpha: the token alpha of theory.predict's rule),
+# importance 1 so utility = frequency. ``zoo_smoke`` is the test's; ``zoo_cpu``
+# fits a 2-core CPU in minutes; ``zoo`` is the issue's full size (hours on CPU:
+# run with --workdir so that budgets resume).
+ZOO_PRESETS = {
+    "zoo_smoke": SimConfig(num_features=256, alpha=0.0, prob_alpha=0.84, feature_prob=0.01,
+                           budgets=(16, 32), num_seeds=2, steps=150, batch_size=128,
+                           probe_size=512, bootstrap=5, l1=1e-4),
+    "zoo_cpu": SimConfig(num_features=2048, alpha=0.0, prob_alpha=0.84, feature_prob=0.002,
+                         budgets=(32, 64, 128, 256, 512), num_seeds=2, steps=600, batch_size=256,
+                         probe_size=2048, bootstrap=20, l1=1e-4),
+    "zoo": SimConfig(num_features=8192, alpha=0.0, prob_alpha=0.84, feature_prob=0.0005,
+                     budgets=(64, 128, 256, 512, 1024), num_seeds=3, steps=4000, batch_size=512,
+                     probe_size=8192, bootstrap=50, l1=1e-4),
+}
