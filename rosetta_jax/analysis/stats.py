@@ -115,6 +115,13 @@ def auroc(a, b) -> float:
   return float((ranks[:len(a)].sum() - len(a) * (len(a) + 1) / 2) / (len(a) * len(b)))
 
 
+def cliffs_delta(a, b) -> float:
+  """Cliff's delta: P(a > b) - P(a < b) over all pairs of an element of ``a`` and
+  one of ``b``; equal to ``2 * auroc(a, b) - 1`` (ties count half in the AUROC and
+  zero here). In [-1, 1]; NaN when a side is empty."""
+  return 2.0 * auroc(a, b) - 1.0
+
+
 def effect_sizes(values, in_group, sign: int = 1) -> dict[str, np.ndarray]:
   """AUROC and Cohen's d of a group of neurons against the rest.
 

@@ -1,0 +1,101 @@
+"""Matched controls of Rosetta sets (analysis/controls.py) and Cliff's delta."""
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from rosetta_jax.analysis import controls, stats
+
+# The frequency tolerance the matched control is held to: the largest gap between
+# the Rosetta set's and the control's frequency quantiles (q = 0.05 ... 0.95).
+TOLERANCE = 0.05
+
+
+def _skewed_neurons(seed=0, layers=6, per_layer=400):
+  """Neurons whose frequency rises with layer and whose chance of being Rosetta
+  rises with layer and falls with frequency: a random draw of non-Rosetta
+  neurons is then off in both layer and frequency."""
+  rng = np.random.default_rng(seed)
+  layer = np.repeat(np.arange(layers), per_layer)
+  freq = rng.beta(2 + layer, 6 - 0.5 * layer)
+  logit = -3.5 + 0.5 * layer - 4 * (freq - freq.mean())
+  ros = rng.random(layer.size) < 1 / (1 + np.exp(-logit))
+  return layer, freq, ros
+
+
+def test_matched_control_reproduces_layers_and_frequency_where_a_random_draw_does_not():
+  layer, freq, ros = _skewed_neurons()
+  mc = controls.matched_control(layer, freq, ros, seed=1)
+  assert len(mc.indices) == ros.sum() and len(np.unique(mc.indices)) == len(mc.indices)
+  assert not ros[mc.indices].any()
+  np.testing.assert_array_equal(np.bincount(layer[mc.indices], minlength=6),
+                                np.bincount(layer[ros], minlength=6))
+  b = mc.balance
+  assert b.layers_equal and b.spilled == 0 and b.replaced == 0
+  assert b.max_quantile_gap < TOLERANCE
+  # The report's numbers are the ones SciPy / NumPy give for the two sets.
+  fr, fc = freq[ros], freq[mc.indices]
+  assert b.ks == pytest.approx(sps.ks_2samp(fr, fc).statistic)
+  q = controls.QUANTILES
+  assert b.max_quantile_gap == pytest.approx(np.abs(np.quantile(fr, q) - np.quantile(fc, q)).max())
+  # A uniform draw of as many non-Rosetta neurons fails both.
+  rnd = controls.balance(layer, freq, np.flatnonzero(ros), controls.random_control(ros, seed=1))
+  assert not rnd.layers_equal and rnd.max_quantile_gap > TOLERANCE and rnd.ks > 2 * b.ks
+
+
+def test_matched_control_is_reproducible_by_seed():
+  layer, freq, ros = _skewed_neurons(seed=3, layers=3, per_layer=300)
+  a = controls.matched_control(layer, freq, ros, seed=7)
+  np.testing.assert_array_equal(a.indices, controls.matched_control(layer, freq, ros, seed=7).indices)
+  assert not np.array_equal(a.indices, controls.matched_control(layer, freq, ros, seed=8).indices)
+
+
+def test_matched_control_spills_to_the_nearest_bin_and_skips_constant_neurons():
+  # One layer of 20 neurons, 5 bins of 4 by frequency; Rosetta: 3 of the top bin.
+  freq = np.arange(20) / 20.0
+  ros = np.zeros(20, bool)
+  ros[[16, 17, 18]] = True
+  mc = controls.matched_control(np.zeros(20, int), freq, ros, seed=0, bins=5)
+  assert 19 in mc.indices and set(mc.indices) - {19} <= {12, 13, 14, 15}
+  assert len(mc.indices) == 3 and mc.balance.spilled == 2 and mc.balance.replaced == 0
+  # A constant neuron (NaN frequency) is never drawn; a constant Rosetta one is not matched.
+  freq2 = freq.copy()
+  freq2[19] = np.nan
+  freq2[16] = np.nan
+  mc2 = controls.matched_control(np.zeros(20, int), freq2, ros, seed=0, bins=5)
+  assert len(mc2.indices) == 2 and 19 not in mc2.indices and not ros[mc2.indices].any()
+
+
+def test_matched_control_refuses_a_short_layer_or_draws_with_replacement_when_asked():
+  layer = np.array([0] * 10 + [1] * 4)
+  freq = np.linspace(0, 1, 14)
+  ros = np.zeros(14, bool)
+  ros[[10, 11, 12]] = True          # layer 1: 3 Rosetta, 1 non-Rosetta
+  ros[[0, 1]] = True
+  with pytest.raises(ValueError, match="layer 1 has 3 Rosetta neurons but only 1"):
+    controls.matched_control(layer, freq, ros, seed=0)
+  mc = controls.matched_control(layer, freq, ros, seed=0, on_short="replace")
+  assert mc.balance.layers_equal and mc.balance.replaced == 2
+  assert list(mc.indices[layer[mc.indices] == 1]) == [13, 13, 13]
+  with pytest.raises(ValueError, match="on_short"):
+    controls.matched_control(layer, freq, ros, seed=0, on_short="ignore")
+
+
+def test_null_control_mask():
+  m = controls.null_control_mask(6, [4, 1, 4])
+  np.testing.assert_array_equal(m, [False, True, False, False, True, False])
+  with pytest.raises(ValueError):
+    controls.null_control_mask(6, [6])
+
+
+def test_cliffs_delta_against_a_double_loop_and_scipy():
+  rng = np.random.default_rng(0)
+  a = rng.normal(0.3, 1, 40).round(1)         # rounded: ties on both sides
+  b = rng.normal(0, 1, 55).round(1)
+  brute = np.mean([np.sign(x - y) for x in a for y in b])
+  assert stats.cliffs_delta(a, b) == pytest.approx(brute, abs=1e-12)
+  u = sps.mannwhitneyu(a, b, alternative="two-sided").statistic
+  assert stats.cliffs_delta(a, b) == pytest.approx(2 * u / (len(a) * len(b)) - 1, abs=1e-12)
+  assert stats.cliffs_delta(b, a) == pytest.approx(-brute, abs=1e-12)
+  assert stats.cliffs_delta([3.0], [1.0, 2.0]) == 1.0
+  assert np.isnan(stats.cliffs_delta([], b))
