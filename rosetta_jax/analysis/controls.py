@@ -144,7 +144,7 @@ def _draw_layer(rng, ros_bins, cand, cand_bins, bins, replace):
   return out, spilled
 
 
-def matched_control(layer, frequency, is_rosetta, seed: int, bins: int = 10,
+def matched_control(layer, frequency, is_rosetta, seed, bins: int = 10,
                     on_short: str = "raise") -> MatchedControl:
   """Non-Rosetta neurons matched to the Rosetta ones on layer and frequency.
 
@@ -154,7 +154,8 @@ def matched_control(layer, frequency, is_rosetta, seed: int, bins: int = 10,
       neurons with a non-finite frequency (constant neurons) are never drawn and
       a Rosetta neuron with one is not matched.
     is_rosetta: [N] bool.
-    seed: the draw is a function of the inputs and ``seed`` alone.
+    seed: an int, or a sequence of ints (as ``np.random.default_rng`` takes, e.g.
+      (seed, resample)); the draw is a function of the inputs and ``seed`` alone.
     bins: quantile bins of frequency per layer (module docstring).
     on_short: "raise" or "replace": what to do when a layer holds fewer
       non-Rosetta neurons than Rosetta ones (module docstring).

@@ -5,7 +5,23 @@ neurons against the rest (``analysis.stats.effect_sizes``: Cohen's d and AUROC,
 oriented so that positive means "Rosetta more selective"), with basic bootstrap
 intervals in which each document resample recomputes the metrics and uses its
 own re-matched Rosetta set; then the trend of each effect with log size.
-Outputs go to ``workdir/polarization``.
+Cliff's delta (``stats.cliffs_delta``, 2 AUROC - 1) is reported beside them.
+
+The same effects are measured against a matched control
+(``analysis.controls.matched_control``): for each model of the pair, as many
+non-Rosetta neurons as it has Rosetta ones, in the same layers (exactly) and
+with the same distribution of activation frequency (``frequency`` of
+``selectivity.metrics``, quantile bins within each layer), drawn with the seed
+``cfg.seed``. Every document resample draws its own control for its own
+re-matched Rosetta set, with the resample's frequencies (seed (cfg.seed,
+resample, side)), so the intervals carry the control's sampling too. A layer
+with fewer non-Rosetta neurons than Rosetta ones is filled with replacement
+(``on_short="replace"``) and counted in the balance report rather than stopping
+the study. The per-size balance (per-layer counts, KS and max quantile gap of
+frequency) is saved with the effects; ``trend_control`` fits each effect
+against the control with log size. The control for the neurons the
+permutation null pairs up is not measured here: ``PairResult`` keeps the
+null's r values but not its pair indices.
 """
 
 from __future__ import annotations
@@ -16,7 +32,7 @@ import numpy as np
 import plotly.graph_objects as go
 from absl import logging
 
-from rosetta_jax.analysis import selectivity as sel, stats
+from rosetta_jax.analysis import controls, selectivity as sel, stats
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as context_lib
@@ -25,6 +41,8 @@ NAME = "polarization"
 TITLE = "rosetta_jax: neuron polarization"
 OUTPUT = "polarization"
 PLOT_NON_ROSETTA = 1500       # non-Rosetta neurons drawn per size for the violins
+CONTROL_BINS = 10             # frequency quantile bins per layer of the matched control
+EFFECTS = ("d", "auroc", "delta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +50,11 @@ class PolarizationResult:
   """Attributes:
     sizes: [S] pair sizes.
     per_size: per pair, the Rosetta / non-Rosetta counts and, per metric, medians,
-      d and AUROC with their intervals.
+      d, AUROC and Cliff's delta with their intervals; under "matched_control" the
+      same effects against the matched control, and its balance per model.
     trend: {metric: {"d"|"auroc": stats.trend}} of the effects against ln size.
+    trend_control: {metric: {"d"|"auroc"|"delta": stats.trend}} of the effects
+      against the matched control.
     bootstrap, documents, units: the resampling and the data.
     plot: {pair label: {metric: (Rosetta values, sampled non-Rosetta values)}}
       for the violins (not saved).
@@ -46,11 +67,13 @@ class PolarizationResult:
   documents: int
   units: int
   seconds: dict
+  trend_control: dict = dataclasses.field(default_factory=dict)
   plot: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def to_json(self) -> dict:
     return {"study": NAME, "models": self.models, "sizes": list(self.sizes),
-            "per_size": list(self.per_size), "trend": self.trend, "bootstrap": self.bootstrap,
+            "per_size": list(self.per_size), "trend": self.trend,
+            "trend_control": self.trend_control, "bootstrap": self.bootstrap,
             "documents": self.documents, "units": self.units, "signs": sel.SELECTIVE_SIGN,
             "seconds": self.seconds}
 
@@ -68,13 +91,80 @@ def pair_metrics(ctx: context_lib.Context, pair: context_lib.Pair):
   return full, boot, ros, members
 
 
+def _layers(offsets) -> np.ndarray:
+  """[N] site index of each neuron from a pair's site offsets [S + 1]."""
+  return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+
+
+def pair_controls(res: context_lib.PairResult, frequency, boot_frequency, ros, members,
+                  seed: int):
+  """Matched controls of a pair's pooled Rosetta sets (A's neurons, then B's).
+
+  Args:
+    res: the pair's result (sizes and site offsets of both models).
+    frequency: [Na + Nb] full-data activation frequency.
+    boot_frequency: [B, Na + Nb] per resample.
+    ros: [Na + Nb] full-data Rosetta mask; members: [B, Na + Nb] per resample.
+    seed: the study's seed.
+
+  Returns:
+    (control indices into the pooled neurons, [B] per-resample control indices,
+    {"a", "b"}: ``controls.Balance`` of the full-data control per model, the
+    number of control neurons drawn with replacement over all resamples).
+  """
+  sides = ((0, res.neurons_a, _layers(res.offsets_a)),
+           (res.neurons_a, res.neurons_a + res.neurons_b, _layers(res.offsets_b)))
+
+  def draw(freq, mask, key):
+    idx, bal = [], []
+    for side, (lo, hi, layer) in enumerate(sides):
+      mc = controls.matched_control(layer, freq[lo:hi], mask[lo:hi], seed=(*key, side),
+                                    bins=CONTROL_BINS, on_short="replace")
+      idx.append(mc.indices + lo)
+      bal.append(mc.balance)
+    return np.concatenate(idx), bal
+
+  full, bal = draw(np.asarray(frequency), np.asarray(ros, bool), (seed,))
+  boot, replaced = [], 0
+  for b in range(len(members)):
+    idx, bb = draw(np.asarray(boot_frequency[b]), np.asarray(members[b], bool), (seed, b))
+    boot.append(idx)
+    replaced += sum(x.replaced for x in bb)
+  return full, boot, {"a": bal[0], "b": bal[1]}, replaced
+
+
+def _against(values, in_group, control, sign: int) -> tuple[float, float]:
+  """(AUROC, Cohen's d) of the group ``in_group`` [N] bool against the neurons
+  ``control`` (indices, repeats counted), oriented by ``sign``; NaN values are left
+  out, and NaN when a side has < 2 values."""
+  v = np.asarray(values, np.float64) * sign
+  x, y = v[np.asarray(in_group, bool)], v[np.asarray(control, np.int64)]
+  x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+  if len(x) < 2 or len(y) < 2:
+    return float("nan"), float("nan")
+  return stats.auroc(x, y), stats.cohens_d(x, y)
+
+
+def _effects(auroc: float, d: float, boot_auroc, boot_d) -> dict:
+  """The three effects with their basic bootstrap intervals."""
+  ba, bd = np.asarray(boot_auroc, np.float64), np.asarray(boot_d, np.float64)
+  delta = 2 * auroc - 1
+  return {"auroc": float(auroc), "auroc_ci": stats.interval(ba, auroc, bounds=(0.0, 1.0)),
+          "d": float(d), "d_ci": stats.interval(bd, d),
+          "delta": float(delta), "delta_ci": stats.interval(2 * ba - 1, delta, bounds=(-1.0, 1.0))}
+
+
 def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> PolarizationResult:
   cfg = cfg or ctx.cfg
   rng = np.random.default_rng(cfg.seed)
   sizes, per_size, plot = [], [], {}
   boot_eff = {m: {"d": [], "auroc": []} for m in sel.METRICS}
+  boot_ctrl = {m: {e: [] for e in EFFECTS} for m in sel.METRICS}
   for pair in ctx.pairs:
     full, boot, ros, members = pair_metrics(ctx, pair)
+    ctrl, ctrl_b, bal, replaced = pair_controls(ctx.result(pair), full["frequency"],
+                                                boot["frequency"], ros, members, cfg.seed)
+    vs_ctrl = {}
     sizes.append(pair.size)
     entry = {"label": pair.label, "size": pair.size, "rosetta": int(ros.sum()),
              "non_rosetta": int((~ros).sum()), "metrics": {}}
@@ -92,17 +182,36 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
           "median_non": float(np.nanmedian(full[m][~ros])),
           "auroc": float(e["auroc"]),
           "auroc_ci": stats.interval(eb["auroc"], float(e["auroc"]), bounds=(0.0, 1.0)),
-          "d": float(e["d"]), "d_ci": stats.interval(eb["d"], float(e["d"]))}
+          "d": float(e["d"]), "d_ci": stats.interval(eb["d"], float(e["d"])),
+          "delta": float(2 * e["auroc"] - 1),
+          "delta_ci": stats.interval(2 * np.asarray(eb["auroc"]) - 1, float(2 * e["auroc"] - 1),
+                                     bounds=(-1.0, 1.0))}
+      a_c, d_c = _against(full[m], ros, ctrl, sign)
+      per_b = np.array([_against(boot[m][b], members[b], ctrl_b[b], sign)
+                        for b in range(len(members))]).reshape(-1, 2)
+      vs_ctrl[m] = {"median_control": float(np.nanmedian(full[m][ctrl])) if len(ctrl)
+                    else float("nan"), **_effects(a_c, d_c, per_b[:, 0], per_b[:, 1])}
+      boot_ctrl[m]["auroc"].append(per_b[:, 0])
+      boot_ctrl[m]["d"].append(per_b[:, 1])
+      boot_ctrl[m]["delta"].append(2 * per_b[:, 0] - 1)
       plot[pair.label][m] = (full[m][ros], full[m][keep_non])
+    entry["matched_control"] = {
+        "count": int(len(ctrl)), "bins": CONTROL_BINS, "seed": cfg.seed,
+        "balance": {k: v.to_dict() for k, v in bal.items()},
+        "boot_replaced": int(replaced), "metrics": vs_ctrl}
     per_size.append(entry)
   trends = {m: {eff: stats.trend(sizes, [e["metrics"][m][eff] for e in per_size],
                                  np.stack(boot_eff[m][eff], axis=1))
                 for eff in ("d", "auroc")} for m in sel.METRICS}
+  trend_ctrl = {m: {eff: stats.trend(
+      sizes, [e["matched_control"]["metrics"][m][eff] for e in per_size],
+      np.stack(boot_ctrl[m][eff], axis=1)) for eff in EFFECTS} for m in sel.METRICS}
   logging.info("polarization: kurtosis d slope %.3f %s", trends["kurtosis"]["d"]["slope"],
                trends["kurtosis"]["d"]["ci"])
   return PolarizationResult(models=ctx.models, sizes=tuple(sizes), per_size=tuple(per_size),
                             trend=trends, bootstrap=cfg.bootstrap, documents=len(ctx.docs),
-                            units=ctx.labels.num_units, seconds=dict(ctx.seconds), plot=plot)
+                            units=ctx.labels.num_units, seconds=dict(ctx.seconds),
+                            trend_control=trend_ctrl, plot=plot)
 
 
 def _verdict(lo: float, hi: float) -> str:
@@ -118,6 +227,14 @@ def claims(result: PolarizationResult) -> list[list]:
     lo, hi = t["ci"]
     rows.append([f"2. polarization: Cohen d of {m} (Rosetta - non) grows with size",
                  f"slope {t['slope']:.3f} per ln N", f"[{lo:.3f}, {hi:.3f}]", _verdict(lo, hi)])
+  for m in ("kurtosis", "hoyer", "dsi", "token_entropy", "explanation"):
+    if m not in result.trend_control:
+      continue
+    t = result.trend_control[m]["delta"]
+    lo, hi = t["ci"]
+    rows.append([f"2. polarization: Cliff's delta of {m} (Rosetta - matched control) grows "
+                 "with size", f"slope {t['slope']:.3f} per ln N", f"[{lo:.3f}, {hi:.3f}]",
+                 _verdict(lo, hi)])
   return rows
 
 
@@ -137,6 +254,29 @@ def effect_figure(result: PolarizationResult, eff: str = "d") -> go.Figure:
   fig.add_hline(y=0.5 if eff == "auroc" else 0.0, line=dict(color="#999", dash="dot"))
   fig.update_layout(title=f"Polarization: {'AUROC' if eff == 'auroc' else 'Cohen d'} "
                     "(Rosetta vs non-Rosetta, oriented: > baseline = Rosetta more selective)",
+                    xaxis=dict(type="log", title="total MLP neurons N"),
+                    yaxis=dict(title=eff), template="plotly_white", height=480)
+  return fig
+
+
+def control_figure(result: PolarizationResult, eff: str = "delta") -> go.Figure:
+  """Oriented effect of the Rosetta set against its matched control, per metric vs size."""
+  fig = go.Figure()
+  sizes = np.array(result.sizes)
+  for m in sel.METRICS:
+    x = [e["matched_control"]["metrics"][m] for e in result.per_size]
+    y = np.array([v[eff] for v in x])
+    lo = np.array([v[f"{eff}_ci"][0] for v in x])
+    hi = np.array([v[f"{eff}_ci"][1] for v in x])
+    t = result.trend_control[m][eff]
+    fig.add_trace(go.Scatter(
+        x=sizes, y=y, mode="lines+markers",
+        error_y=dict(type="data", symmetric=False, array=hi - y, arrayminus=y - lo),
+        name=f"{m} (slope {t['slope']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}])"))
+  fig.add_hline(y=0.5 if eff == "auroc" else 0.0, line=dict(color="#999", dash="dot"))
+  names = {"auroc": "AUROC", "delta": "Cliff's delta", "d": "Cohen d"}
+  fig.update_layout(title=f"Polarization against the layer- and frequency-matched control: "
+                    f"{names[eff]} (oriented: > baseline = Rosetta more selective)",
                     xaxis=dict(type="log", title="total MLP neurons N"),
                     yaxis=dict(title=eff), template="plotly_white", height=480)
   return fig
@@ -187,4 +327,49 @@ def section(rep: Report, result: PolarizationResult) -> Report:
               t[m]["auroc"]["slope"],
               f"[{t[m]['auroc']['ci'][0]:.3f}, {t[m]['auroc']['ci'][1]:.3f}]"]
              for m in sel.METRICS])
+  if result.trend_control:
+    _control_section(rep, result)
   return rep
+
+
+def _control_section(rep: Report, result: PolarizationResult) -> None:
+  """The comparison against the matched control: effects, balance and trends."""
+  tc = result.trend_control
+  k = tc["kurtosis"]["delta"]
+  rep.text(f"Against the matched control: for each model, as many non-Rosetta neurons as "
+           f"Rosetta ones, in the same layers and matched on activation frequency "
+           f"({CONTROL_BINS} quantile bins per layer), redrawn in every resample for that "
+           f"resample's Rosetta set. Frequency is matched by construction, so its effect "
+           f"against the control is near zero. Slope of Cliff's delta per e-fold of size: "
+           f"kurtosis {k['slope']:.3f} [{k['ci'][0]:.3f}, {k['ci'][1]:.3f}]. The control for "
+           f"the neurons the permutation null pairs up is not measured (the null's pair "
+           f"indices are not kept).")
+  rep.figure(control_figure(result, "delta"))
+  rows = []
+  for e in result.per_size:
+    c = e["matched_control"]
+    for side in ("a", "b"):
+      b = c["balance"][side]
+      rows.append([e["label"], side, sum(v[0] for v in b["per_layer"].values()),
+                   b["layers_equal"], b["ks"], b["max_quantile_gap"], b["spilled"],
+                   b["replaced"]])
+  rep.table(["pair", "model", "Rosetta", "layer counts equal", "KS of frequency",
+             "max quantile gap", "spilled", "replaced"], rows)
+  rows = []
+  for m in sel.METRICS:
+    for e in result.per_size:
+      x, c = e["metrics"][m], e["matched_control"]["metrics"][m]
+      rows.append([m, e["label"], x["median_rosetta"], c["median_control"], c["delta"],
+                   f"[{c['delta_ci'][0]:.3f}, {c['delta_ci'][1]:.3f}]", c["auroc"],
+                   f"[{c['auroc_ci'][0]:.3f}, {c['auroc_ci'][1]:.3f}]", c["d"],
+                   x["delta"], f"[{x['delta_ci'][0]:.3f}, {x['delta_ci'][1]:.3f}]"])
+  rep.table(["metric", "pair", "median (Rosetta)", "median (control)", "delta vs control",
+             "95% CI", "AUROC vs control", "95% CI", "d vs control", "delta vs rest",
+             "95% CI"], rows)
+  rep.table(["metric", "slope of delta vs control, per ln N", "95% CI",
+             "slope of AUROC vs control", "95% CI"],
+            [[m, tc[m]["delta"]["slope"],
+              f"[{tc[m]['delta']['ci'][0]:.3f}, {tc[m]['delta']['ci'][1]:.3f}]",
+              tc[m]["auroc"]["slope"],
+              f"[{tc[m]['auroc']['ci'][0]:.3f}, {tc[m]['auroc']['ci'][1]:.3f}]"]
+             for m in sel.METRICS])
