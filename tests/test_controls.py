@@ -99,3 +99,34 @@ def test_cliffs_delta_against_a_double_loop_and_scipy():
   assert stats.cliffs_delta(b, a) == pytest.approx(-brute, abs=1e-12)
   assert stats.cliffs_delta([3.0], [1.0, 2.0]) == 1.0
   assert np.isnan(stats.cliffs_delta([], b))
+
+
+def test_polarization_pair_controls_match_each_model_and_each_resample():
+  """The study's controls: per model of the pair, per resample, layer counts equal to
+  that resample's Rosetta set, never a Rosetta neuron, reproducible by seed."""
+  import types  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import polarization  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  na, nb, nres = 3 * 40, 2 * 90, 5
+  res = types.SimpleNamespace(neurons_a=na, neurons_b=nb, offsets_a=np.array([0, 40, 80, 120]),
+                              offsets_b=np.array([0, 90, 180]))
+  layer = np.concatenate([np.repeat(np.arange(3), 40), 10 + np.repeat(np.arange(2), 90)])
+  freq = rng.random(na + nb)
+  boot_freq = np.clip(freq + rng.normal(0, 0.02, (nres, na + nb)), 0, 1)
+  ros = rng.random(na + nb) < 0.1
+  members = rng.random((nres, na + nb)) < 0.1
+  ctrl, ctrl_b, bal, replaced = polarization.pair_controls(res, freq, boot_freq, ros, members, 3)
+  for mask, idx in [(ros, ctrl)] + list(zip(members, ctrl_b)):
+    assert not mask[idx].any() and len(np.unique(idx)) == len(idx) == mask.sum()
+    np.testing.assert_array_equal(np.bincount(layer[idx], minlength=12),
+                                  np.bincount(layer[mask], minlength=12))
+  assert bal["a"].layers_equal and bal["b"].layers_equal and replaced == 0
+  assert sum(v[0] for v in bal["a"].per_layer.values()) == ros[:na].sum()
+  again = polarization.pair_controls(res, freq, boot_freq, ros, members, 3)
+  np.testing.assert_array_equal(ctrl, again[0])
+  assert all(np.array_equal(x, y) for x, y in zip(ctrl_b, again[1]))
+  # Against every non-Rosetta neuron, the study's effect is the one effect_sizes gives.
+  v = rng.standard_t(3, na + nb) + ros
+  auc, d = polarization._against(v, ros, np.flatnonzero(~ros), -1)  # pylint: disable=protected-access
+  ref = stats.effect_sizes(v, ros, -1)
+  assert auc == pytest.approx(float(ref["auroc"])) and d == pytest.approx(float(ref["d"]))
