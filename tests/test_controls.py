@@ -43,6 +43,16 @@ def test_matched_control_reproduces_layers_and_frequency_where_a_random_draw_doe
   assert not rnd.layers_equal and rnd.max_quantile_gap > TOLERANCE and rnd.ks > 2 * b.ks
 
 
+def test_balance_ks_with_tied_frequencies_is_scipys():
+  rng = np.random.default_rng(5)
+  freq = rng.random(300).round(1)             # frequencies are fractions of units: ties
+  layer = np.zeros(300, int)
+  ref, ctl = np.arange(0, 120), np.arange(100, 300)
+  b = controls.balance(layer, freq, ref, ctl)
+  assert b.ks == pytest.approx(sps.ks_2samp(freq[ref], freq[ctl]).statistic)
+  assert b.per_layer == {0: (120, 200)} and not b.layers_equal
+
+
 def test_matched_control_is_reproducible_by_seed():
   layer, freq, ros = _skewed_neurons(seed=3, layers=3, per_layer=300)
   a = controls.matched_control(layer, freq, ros, seed=7)
