@@ -161,3 +161,68 @@ def test_matched_control_removes_a_frequency_confound_and_keeps_a_real_effect():
   assert stats.cliffs_delta(kurt[ros], kurt[~ros]) > 0.3
   assert abs(against(kurt)) < 0.1
   assert against(kurt + 3 * ros) > 0.15
+
+
+def _synthetic_context(seed=0, resamples=6):
+  """A context stand-in for polarization.run: three pairs of 3-layer models with
+  neuron statistics of random activations and planted Rosetta sets."""
+  import types  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.analysis import bootstrap, selectivity as sel  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import context as context_lib  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  docs, per_doc = 24, 20
+  labels = sel.UnitLabels.build(np.arange(docs + 1) * per_doc,
+                                [("code", "math", "prose")[i % 3] for i in range(docs)],
+                                [f"t{rng.integers(30)}" for _ in range(docs * per_doc)])
+  neuron_stats, results, pairs = {}, {}, []
+  for width in (16, 32, 64):
+    models = [types.SimpleNamespace(name=f"{s}{width}", num_neurons=3 * width, num_layers=3)
+              for s in "ab"]
+    for m in models:
+      x = rng.standard_t(4, (labels.num_units, m.num_neurons)) + rng.normal(0, 1, m.num_neurons)
+      neuron_stats[m.name] = sel.neuron_stats(x.astype(np.float32), labels, top_m=8)
+    pair = context_lib.Pair(f"w{width}", *models)
+    n = 3 * width
+    mask = lambda: rng.random(n) < 0.15
+    offsets = np.arange(4) * width
+    results[pair.label] = types.SimpleNamespace(
+        neurons_a=n, neurons_b=n, mask_a=mask(), mask_b=mask(), offsets_a=offsets,
+        offsets_b=offsets, members_a=np.stack([mask() for _ in range(resamples)]),
+        members_b=np.stack([mask() for _ in range(resamples)]))
+    pairs.append(pair)
+  cfg = types.SimpleNamespace(seed=seed, bootstrap=resamples)
+  return types.SimpleNamespace(
+      cfg=cfg, pairs=pairs, result=lambda p: results[p.label],
+      neuron_stats=lambda m: neuron_stats[m.name],
+      weights=bootstrap.bootstrap_weights(docs, resamples, seed), models="synthetic",
+      docs=list(range(docs)), labels=labels, seconds={})
+
+
+def test_polarization_run_reports_effects_against_the_matched_control():
+  import json  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.analysis import selectivity as sel  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.report.html import Report  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import polarization  # pylint: disable=g-import-not-at-top
+  ctx = _synthetic_context()
+  result = polarization.run(ctx, ctx.cfg)
+  js = json.loads(json.dumps(result.to_json()))
+  for e, pair in zip(js["per_size"], ctx.pairs):
+    full, _, ros, _ = polarization.pair_metrics(ctx, pair)
+    c = e["matched_control"]
+    assert c["count"] == e["rosetta"] and c["balance"]["a"]["layers_equal"]
+    for m in sel.METRICS:
+      x = e["metrics"][m]
+      assert x["delta"] == pytest.approx(2 * x["auroc"] - 1)       # beside the old keys
+      ref = stats.effect_sizes(full[m], ros, sel.SELECTIVE_SIGN[m])
+      assert x["d"] == pytest.approx(float(ref["d"]))
+      y = c["metrics"][m]
+      assert -1 <= y["delta_ci"][0] and y["delta_ci"][1] <= 1
+      assert y["delta"] == pytest.approx(2 * y["auroc"] - 1)
+  t = js["trend_control"]["kurtosis"]["delta"]
+  assert t["n_boot"] == 6 and np.isfinite(t["slope"])
+  slope = stats.ols(np.log(js["sizes"]), [e["matched_control"]["metrics"]["kurtosis"]["delta"]
+                                          for e in js["per_size"]]).slope
+  assert t["slope"] == pytest.approx(slope)
+  assert any("matched control" in row[0] for row in polarization.claims(result))
+  html = polarization.section(Report("t"), result).render()
+  assert "Against the matched control" in html and "max quantile gap" in html
