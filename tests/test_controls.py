@@ -87,6 +87,11 @@ def test_matched_control_refuses_a_short_layer_or_draws_with_replacement_when_as
   mc = controls.matched_control(layer, freq, ros, seed=0, on_short="replace")
   assert mc.balance.layers_equal and mc.balance.replaced == 2
   assert list(mc.indices[layer[mc.indices] == 1]) == [13, 13, 13]
+  # A layer without any non-Rosetta neuron: no control there, counted as unmatched.
+  ros[13] = True
+  mc = controls.matched_control(layer, freq, ros, seed=0, on_short="replace")
+  assert mc.balance.unmatched == 4 and not mc.balance.layers_equal
+  assert len(mc.indices) == 2 and (layer[mc.indices] == 0).all()
   with pytest.raises(ValueError, match="on_short"):
     controls.matched_control(layer, freq, ros, seed=0, on_short="ignore")
 

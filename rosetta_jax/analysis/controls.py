@@ -18,7 +18,9 @@ bin index first, at equal distance the lower bin first), and counted as ``spille
 holds fewer non-Rosetta neurons than Rosetta ones, no draw without replacement
 exists: ``on_short="raise"`` (the default) refuses with a ``ValueError`` naming
 the layer; ``on_short="replace"`` then draws that layer's shortfall with
-replacement, by the same bin rule, and counts it as ``replaced``.
+replacement, by the same bin rule, and counts it as ``replaced``; a layer with
+no non-Rosetta neuron at all then gets no control, its Rosetta neurons counted
+as ``unmatched`` (and ``layers_equal`` is False).
 
 The balance report says how well the control matches: the counts per layer, the
 two-sample Kolmogorov-Smirnov statistic of frequency between the Rosetta set and
@@ -51,6 +53,8 @@ class Balance:
     max_quantile_gap: max over ``QUANTILES`` of |Q_ref(q) - Q_control(q)|.
     spilled: control neurons drawn from another bin than their reference neuron's.
     replaced: control neurons drawn with replacement (``on_short="replace"``).
+    unmatched: Rosetta neurons of layers without any non-Rosetta neuron
+      (``on_short="replace"``), left without a control.
   """
   per_layer: dict
   layers_equal: bool
@@ -58,12 +62,13 @@ class Balance:
   max_quantile_gap: float
   spilled: int = 0
   replaced: int = 0
+  unmatched: int = 0
 
   def to_dict(self) -> dict:
     return {"per_layer": {str(k): list(v) for k, v in self.per_layer.items()},
             "layers_equal": self.layers_equal, "ks": self.ks,
             "max_quantile_gap": self.max_quantile_gap, "spilled": self.spilled,
-            "replaced": self.replaced}
+            "replaced": self.replaced, "unmatched": self.unmatched}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +88,7 @@ class MatchedControl:
 
 
 def balance(layer, frequency, reference, control, spilled: int = 0,
-            replaced: int = 0) -> Balance:
+            replaced: int = 0, unmatched: int = 0) -> Balance:
   """The ``Balance`` of neuron indices ``control`` against ``reference``.
 
   Args:
@@ -106,7 +111,7 @@ def balance(layer, frequency, reference, control, spilled: int = 0,
   else:
     ks = gap = float("nan")
   return Balance(per_layer, all(r == c for r, c in per_layer.values()), ks, gap,
-                 int(spilled), int(replaced))
+                 int(spilled), int(replaced), int(unmatched))
 
 
 def _quantile_bins(f: np.ndarray, bins: int) -> np.ndarray:
@@ -182,12 +187,15 @@ def matched_control(layer, frequency, is_rosetta, seed, bins: int = 10,
     raise ValueError(f"on_short must be 'raise' or 'replace', got {on_short!r}")
   rng = np.random.default_rng(seed)
   ok = np.isfinite(f)
-  out, spilled, replaced = [], 0, 0
+  out, spilled, replaced, unmatched = [], 0, 0, 0
   for l in np.unique(layer[ros & ok]):
     in_l = (layer == l) & ok
     r_idx, cand = np.flatnonzero(in_l & ros), np.flatnonzero(in_l & ~ros)
     short = len(r_idx) - len(cand)
-    if short > 0 and (on_short == "raise" or len(cand) == 0):
+    if short > 0 and on_short == "replace" and len(cand) == 0:
+      unmatched += len(r_idx)
+      continue
+    if short > 0 and on_short == "raise":
       raise ValueError(
           f"layer {int(l)} has {len(r_idx)} Rosetta neurons but only {len(cand)} non-Rosetta "
           "neurons with a finite frequency: no control without replacement exists "
@@ -200,7 +208,7 @@ def matched_control(layer, frequency, is_rosetta, seed, bins: int = 10,
     replaced += max(short, 0)
   idx = np.sort(np.asarray(out, np.int64))
   matched = np.flatnonzero(ros & ok)
-  return MatchedControl(idx, balance(layer, f, matched, idx, spilled, replaced))
+  return MatchedControl(idx, balance(layer, f, matched, idx, spilled, replaced, unmatched))
 
 
 def random_control(is_rosetta, seed: int, eligible=None) -> np.ndarray:

@@ -16,8 +16,8 @@ with the same distribution of activation frequency (``frequency`` of
 re-matched Rosetta set, with the resample's frequencies (seed (cfg.seed,
 resample, side)), so the intervals carry the control's sampling too. A layer
 with fewer non-Rosetta neurons than Rosetta ones is filled with replacement
-(``on_short="replace"``) and counted in the balance report rather than stopping
-the study. The per-size balance (per-layer counts, KS and max quantile gap of
+(``on_short="replace"``; a layer with none gets no control) and counted in the
+balance report rather than stopping the study. The per-size balance (per-layer counts, KS and max quantile gap of
 frequency) is saved with the effects; ``trend_control`` fits each effect
 against the control with log size. The control for the neurons the
 permutation null pairs up is not measured here: ``PairResult`` keeps the
@@ -352,9 +352,9 @@ def _control_section(rep: Report, result: PolarizationResult) -> None:
       b = c["balance"][side]
       rows.append([e["label"], side, sum(v[0] for v in b["per_layer"].values()),
                    b["layers_equal"], b["ks"], b["max_quantile_gap"], b["spilled"],
-                   b["replaced"]])
+                   b["replaced"], b["unmatched"]])
   rep.table(["pair", "model", "Rosetta", "layer counts equal", "KS of frequency",
-             "max quantile gap", "spilled", "replaced"], rows)
+             "max quantile gap", "spilled", "replaced", "unmatched"], rows)
   rows = []
   for m in sel.METRICS:
     for e in result.per_size:
