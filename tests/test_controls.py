@@ -130,12 +130,13 @@ def test_polarization_pair_controls_match_each_model_and_each_resample():
   boot_freq = np.clip(freq + rng.normal(0, 0.02, (nres, na + nb)), 0, 1)
   ros = rng.random(na + nb) < 0.1
   members = rng.random((nres, na + nb)) < 0.1
-  ctrl, ctrl_b, bal, replaced = polarization.pair_controls(res, freq, boot_freq, ros, members, 3)
+  ctrl, ctrl_b, bal, short = polarization.pair_controls(res, freq, boot_freq, ros, members, 3)
   for mask, idx in [(ros, ctrl)] + list(zip(members, ctrl_b)):
     assert not mask[idx].any() and len(np.unique(idx)) == len(idx) == mask.sum()
     np.testing.assert_array_equal(np.bincount(layer[idx], minlength=12),
                                   np.bincount(layer[mask], minlength=12))
-  assert bal["a"].layers_equal and bal["b"].layers_equal and replaced == 0
+  assert bal["a"].layers_equal and bal["b"].layers_equal
+  assert short == {"replaced": 0, "unmatched": 0}
   assert sum(v[0] for v in bal["a"].per_layer.values()) == ros[:na].sum()
   again = polarization.pair_controls(res, freq, boot_freq, ros, members, 3)
   np.testing.assert_array_equal(ctrl, again[0])

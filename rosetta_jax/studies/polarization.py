@@ -109,8 +109,9 @@ def pair_controls(res: context_lib.PairResult, frequency, boot_frequency, ros, m
 
   Returns:
     (control indices into the pooled neurons, [B] per-resample control indices,
-    {"a", "b"}: ``controls.Balance`` of the full-data control per model, the
-    number of control neurons drawn with replacement over all resamples).
+    {"a", "b"}: ``controls.Balance`` of the full-data control per model,
+    {"replaced", "unmatched"}: control neurons drawn with replacement and Rosetta
+    neurons left without a control, summed over all resamples).
   """
   sides = ((0, res.neurons_a, _layers(res.offsets_a)),
            (res.neurons_a, res.neurons_a + res.neurons_b, _layers(res.offsets_b)))
@@ -125,12 +126,13 @@ def pair_controls(res: context_lib.PairResult, frequency, boot_frequency, ros, m
     return np.concatenate(idx), bal
 
   full, bal = draw(np.asarray(frequency), np.asarray(ros, bool), (seed,))
-  boot, replaced = [], 0
+  boot, short = [], {"replaced": 0, "unmatched": 0}
   for b in range(len(members)):
     idx, bb = draw(np.asarray(boot_frequency[b]), np.asarray(members[b], bool), (seed, b))
     boot.append(idx)
-    replaced += sum(x.replaced for x in bb)
-  return full, boot, {"a": bal[0], "b": bal[1]}, replaced
+    for k in short:
+      short[k] += sum(getattr(x, k) for x in bb)
+  return full, boot, {"a": bal[0], "b": bal[1]}, short
 
 
 def _against(values, in_group, control, sign: int) -> tuple[float, float]:
@@ -162,7 +164,7 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
   boot_ctrl = {m: {e: [] for e in EFFECTS} for m in sel.METRICS}
   for pair in ctx.pairs:
     full, boot, ros, members = pair_metrics(ctx, pair)
-    ctrl, ctrl_b, bal, replaced = pair_controls(ctx.result(pair), full["frequency"],
+    ctrl, ctrl_b, bal, short = pair_controls(ctx.result(pair), full["frequency"],
                                                 boot["frequency"], ros, members, cfg.seed)
     vs_ctrl = {}
     sizes.append(pair.size)
@@ -198,7 +200,8 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
     entry["matched_control"] = {
         "count": int(len(ctrl)), "bins": CONTROL_BINS, "seed": cfg.seed,
         "balance": {k: v.to_dict() for k, v in bal.items()},
-        "boot_replaced": int(replaced), "metrics": vs_ctrl}
+        "boot_replaced": int(short["replaced"]), "boot_unmatched": int(short["unmatched"]),
+        "metrics": vs_ctrl}
     per_size.append(entry)
   trends = {m: {eff: stats.trend(sizes, [e["metrics"][m][eff] for e in per_size],
                                  np.stack(boot_eff[m][eff], axis=1))
