@@ -53,7 +53,7 @@ def main(argv):
           + (f", beta = {u.beta:.3f}" if u.beta is not None else ""))
   print(res.converged["verdict"])
   print(f"wrote {cf.WORKDIR.value}/results.json and {cf.WORKDIR.value}/report.html")
-  cf.finish(ctx)
+  cf.finish(ctx, res)
 
 
 if __name__ == "__main__":
