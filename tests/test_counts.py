@@ -177,3 +177,15 @@ def test_budget_documents_nest():
   assert [len(s) for s in subsets] == [25, 50, 100, 200]
   for small, big in zip(subsets, subsets[1:]):
     assert set(small) <= set(big)
+
+
+def test_claim4_verdict_can_fail():
+  from rosetta_jax.studies import null_ablation  # pylint: disable=g-import-not-at-top
+  good = [{"count": 20, "count_ci": [15, 25], "false_positives": 0.5},
+          {"count": 40, "count_ci": [30, 50], "false_positives": 1.0}]
+  ok, words = null_ablation.null_verdict(good)
+  assert ok and words == "null 1.5 expected vs 60 real pairs"
+  chance = good[:1] + [{"count": 3, "count_ci": [0, 6], "false_positives": 2.0}]
+  assert not null_ablation.null_verdict(chance)[0]                 # chance explains it
+  empty = good[:1] + [{"count": 0, "count_ci": [0, 0], "false_positives": 0.0}]
+  assert not null_ablation.null_verdict(empty)[0]                  # a size without pairs

@@ -37,6 +37,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import time
 from typing import Sequence
 
@@ -49,7 +50,7 @@ from rosetta_jax import store as store_lib
 from rosetta_jax.analysis import bootstrap, selectivity as sel, stats
 from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.match import rosetta
-from rosetta_jax.match.sources import ConcatSource, SelectedSource
+from rosetta_jax.match.sources import ConcatSource, SelectedSource, as_source
 from rosetta_jax.models import base
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.zoo import train
@@ -657,6 +658,30 @@ def identity_order(token: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
   return order, float(np.mean(order == np.arange(len(token))))
 
 
+def permuted_copies(acts: dict, order: np.ndarray, folder: str,
+                    chunk: int = 8192) -> dict:
+  """{site: B's units in ``order``} as memory-mapped copies under ``folder``.
+
+  A permutation that moves single units (the unit-identity null) cannot be read
+  from a chunked store in runs; one sequential pass scatters each chunk of the
+  store into a temporary array instead (removed by the caller).
+  """
+  os.makedirs(folder, exist_ok=True)
+  inverse = np.empty_like(order)
+  inverse[order] = np.arange(len(order))
+  out = {}
+  for i, (site, src) in enumerate(acts.items()):
+    src = as_source(src)
+    arr = np.lib.format.open_memmap(os.path.join(folder, f"site{i}.npy"), mode="w+",
+                                    dtype=np.float32, shape=(src.num_units, src.num_neurons))
+    for s in range(0, src.num_units, chunk):
+      e = min(s + chunk, src.num_units)
+      arr[inverse[s:e]] = np.asarray(src.read(s, e), np.float32)
+    arr.flush()
+    out[site] = arr
+  return out
+
+
 def _thresholds(crit: rosetta.Criterion, raw_r, null_r, null_perm, picks) -> np.ndarray:
   """[B] thresholds re-estimated on a resample of the null's permutations each."""
   if crit.null == "none":
@@ -777,9 +802,11 @@ def match_pair(ctx: Context, pair: Pair, criterion: rosetta.Criterion | None = N
   if cfg.identity_null and budget == 1.0:
     t0 = time.time()
     order, fixed = identity_order(ctx.labels.token, cfg.seed)
-    ident, *_ = rosetta.match_sites(acts_a, acts_b, k=crit.k, model_a=pair.a.name,
-                                    model_b=pair.b.name, null_permutation=order,
+    tmp = os.path.join(ctx.workdir, "tmp", f"{tag}-{key}")
+    ident, *_ = rosetta.match_sites(acts_a, permuted_copies(acts_b, order, tmp), k=crit.k,
+                                    model_a=pair.a.name, model_b=pair.b.name,
                                     progress=ctx.progress)
+    shutil.rmtree(tmp, ignore_errors=True)
     identity = {"count": int(len(rosetta.mutual_pairs(ident, k=crit.k, r_min=r_min)[0])),
                 "raw_count": int(len(rosetta.mutual_pairs(ident, k=crit.k)[0])),
                 "fixed_units": fixed}
