@@ -217,7 +217,7 @@ PRESETS: dict[str, StudyConfig] = {
     "tiny": StudyConfig(
         zoo=ZooConfig(widths=(16, 32, 48, 64, 128), num_layers=2, steps=300, batch_size=16,
                       seq_len=64, ckpt_every=100, seeds=(0, 1, 2)),
-        record_docs=0, record_chars=600, record_len=64, bootstrap=200),
+        record_docs=0, record_chars=300, record_len=64, bootstrap=200),
     # 7 sizes (12x neurons), 3 layers, longer training.
     "default": StudyConfig(
         zoo=ZooConfig(widths=(16, 32, 48, 64, 96, 128, 192), num_layers=3, steps=1000,

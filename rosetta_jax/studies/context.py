@@ -658,25 +658,36 @@ def identity_order(token: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
   return order, float(np.mean(order == np.arange(len(token))))
 
 
-def permuted_copies(acts: dict, order: np.ndarray, folder: str,
-                    chunk: int = 8192) -> dict:
-  """{site: B's units in ``order``} as memory-mapped copies under ``folder``.
+def unit_copies(acts: dict, order: np.ndarray, folder: str, chunk: int = 8192) -> dict:
+  """{site: the site's units ``order`` (unit t of the copy is unit order[t])} as
+  memory-mapped arrays under ``folder`` (removed by the caller).
 
-  A permutation that moves single units (the unit-identity null) cannot be read
-  from a chunked store in runs; one sequential pass scatters each chunk of the
-  store into a temporary array instead (removed by the caller).
+  ``order`` is a permutation of all units (the unit-identity null: single units
+  move, which a chunked store cannot serve in runs, so one sequential pass
+  scatters each chunk into place) or an increasing subset (a unit budget: read
+  in runs of consecutive units).
   """
   os.makedirs(folder, exist_ok=True)
-  inverse = np.empty_like(order)
-  inverse[order] = np.arange(len(order))
+  order = np.asarray(order, np.int64)
   out = {}
   for i, (site, src) in enumerate(acts.items()):
     src = as_source(src)
     arr = np.lib.format.open_memmap(os.path.join(folder, f"site{i}.npy"), mode="w+",
-                                    dtype=np.float32, shape=(src.num_units, src.num_neurons))
-    for s in range(0, src.num_units, chunk):
-      e = min(s + chunk, src.num_units)
-      arr[inverse[s:e]] = np.asarray(src.read(s, e), np.float32)
+                                    dtype=np.float32, shape=(len(order), src.num_neurons))
+    if np.all(np.diff(order) > 0):
+      view = SelectedSource(src, order)
+      for s in range(0, len(order), chunk):
+        e = min(s + chunk, len(order))
+        arr[s:e] = np.asarray(view.read(s, e), np.float32)
+    else:
+      if len(order) != src.num_units:
+        raise ValueError(f"order must permute the {src.num_units} units or select some in "
+                         "increasing order")
+      inverse = np.empty_like(order)
+      inverse[order] = np.arange(len(order))
+      for s in range(0, src.num_units, chunk):
+        e = min(s + chunk, src.num_units)
+        arr[inverse[s:e]] = np.asarray(src.read(s, e), np.float32)
     arr.flush()
     out[site] = arr
   return out
@@ -726,10 +737,11 @@ def match_pair(ctx: Context, pair: Pair, criterion: rosetta.Criterion | None = N
   num_docs = len(sa.documents["doc_ids"])
   weights = ctx.weights
   keep_docs = budget_documents(num_docs, budget, cfg.seed)
+  tmp_budget = os.path.join(ctx.workdir, "tmp", f"{tag}-{key}-units")
   if budget < 1.0:
     rows = np.flatnonzero(np.isin(doc, keep_docs))
-    acts_a = {s: SelectedSource(x, rows) for s, x in acts_a.items()}
-    acts_b = {s: SelectedSource(x, rows) for s, x in acts_b.items()}
+    acts_a = unit_copies(acts_a, rows, os.path.join(tmp_budget, "a"))
+    acts_b = unit_copies(acts_b, rows, os.path.join(tmp_budget, "b"))
     doc = np.searchsorted(keep_docs, doc[rows])
     weights = bootstrap.bootstrap_weights(len(keep_docs), cfg.bootstrap, cfg.seed)
   crits = sensitivity_criteria(crit)
@@ -803,7 +815,7 @@ def match_pair(ctx: Context, pair: Pair, criterion: rosetta.Criterion | None = N
     t0 = time.time()
     order, fixed = identity_order(ctx.labels.token, cfg.seed)
     tmp = os.path.join(ctx.workdir, "tmp", f"{tag}-{key}")
-    ident, *_ = rosetta.match_sites(acts_a, permuted_copies(acts_b, order, tmp), k=crit.k,
+    ident, *_ = rosetta.match_sites(acts_a, unit_copies(acts_b, order, tmp), k=crit.k,
                                     model_a=pair.a.name, model_b=pair.b.name,
                                     progress=ctx.progress)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -826,6 +838,8 @@ def match_pair(ctx: Context, pair: Pair, criterion: rosetta.Criterion | None = N
       members_a=in_a, members_b=in_b, sensitivity=sens, identity=identity,
       excluded_a=int(len(result.excluded_a)), excluded_b=int(len(result.excluded_b)),
       units=int(result.num_units), documents=int(len(keep_docs)), seconds=seconds, key=key)
+  del acts_a, acts_b
+  shutil.rmtree(tmp_budget, ignore_errors=True)
   out.save(path)
   out.write_table(os.path.join(folder, f"{tag}-{key}.tsv"))
   if budget == 1.0:
