@@ -6,8 +6,10 @@ A binary imports this module, derives its config's flags
 ``config_lib.define_flags(SomeConfig)``), adopts this module's and the config
 module's flags as its own (so ``--helpshort`` lists them), and runs ``main``
 through ``run``. Errors a user can fix (a bad flag, a missing file, a
-refused workdir) end the run with one line naming the flag, path or field; set
-``--verbose`` (or ROSETTA_JAX_VERBOSE=1) for the traceback.
+refused workdir, a damaged store) end the run with one line naming the flag,
+path or field; set ``--verbose`` (or ROSETTA_JAX_VERBOSE=1) for the traceback.
+``--verify`` checks every activation store of the workdir after the flags are
+validated and before any work (``verify_workdir``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an error.")
 SUMMARY = flags.DEFINE_string("summary", None, "Also write the run's summary (command, "
                               "commit, machine, numbers) here, e.g. docs/results/NAME.json: "
                               "the file README.md and docs/ render their numbers from.")
+VERIFY = flags.DEFINE_bool("verify", False, "Before any work, verify every activation "
+                           "store in the workdir (chunk files, checksums, documents, "
+                           "moments: Store.verify); a damaged one ends the run, naming it.")
 EXPLORER = flags.DEFINE_bool("explorer", True, "Write the run's explorer page "
                              "(<workdir>/explorer/index.html) when the study finishes.")
 
@@ -78,7 +83,27 @@ def make_config(argv, cls=config_lib.StudyConfig, presets=None, preset=None, pat
           else config_lib.get_preset(preset or PRESET.value, presets))
   cfg = config_lib.apply_flags(base, skip=skip, **overrides)
   logging.info("config: %s", json.dumps(config_lib.to_dict(cfg)))
+  if VERIFY.value:
+    verify_workdir(WORKDIR.value)
   return cfg
+
+
+def verify_workdir(workdir: str) -> list:
+  """``--verify``: ``Store.verify`` of every store under ``workdir``, one line each.
+
+  Raises:
+    StoreDamagedError: the first damaged store, with every problem found in it.
+  """
+  from rosetta_jax import store as store_lib  # pylint: disable=g-import-not-at-top
+  reports = []
+  for path in store_lib.find_stores(workdir) if os.path.isdir(workdir) else []:
+    rep = store_lib.Store(path).verify(progress=PROGRESS.value)
+    print(f"verified {path}: {rep.sites} sites, {rep.chunk_rows} chunk rows, "
+          f"{rep.bytes / 2 ** 20:.1f} MiB in {rep.seconds:.2f} s")
+    reports.append(rep)
+  if not reports:
+    print(f"--verify: no activation stores in {workdir} yet")
+  return reports
 
 
 def study_config(argv, **overrides) -> config_lib.StudyConfig:

@@ -401,6 +401,25 @@ class Store:
     raise StoreDamagedError(f"store {self.path}: site {site!r}: chunk row {row} (units "
                             f"[{u0}, {u1})) is damaged: {what}; {REMEDY}")
 
+  def check_files(self) -> None:
+    """Checks, without reading data, that every chunk file of the committed units
+    exists with its full size: a stat per file, so it is cheap enough to run on
+    every use of a store whose data is not read (cached results). ``verify``
+    also checks the contents.
+
+    Raises:
+      StoreDamagedError: naming the site, chunk row, units and file.
+    """
+    for site in self.sites:
+      cu = self.layout(site)[0]
+      for row in range(checksums.num_rows(self.units_done, cu)):
+        problems = self._file_problems(site, row)
+        if problems:
+          u0, u1 = row * cu, min((row + 1) * cu, self.units_done)
+          raise StoreDamagedError(f"store {self.path}: site {site!r}: chunk row {row} "
+                                  f"(units [{u0}, {u1})) is damaged: "
+                                  f"{'; '.join(problems)}; {REMEDY}")
+
   def verify(self, progress: bool = False) -> VerifyReport:
     """Checks the whole store against what was committed.
 
@@ -503,6 +522,32 @@ def open_store(path: str, verify: bool = False, progress: bool = False) -> Store
   if verify:
     store.verify(progress=progress)
   return store
+
+
+def find_stores(root: str) -> list[str]:
+  """The activation stores under ``root`` (directories holding a store manifest,
+  or a damaged one beside a document list), sorted; never looks inside a store."""
+  out = []
+  for d, subdirs, files in os.walk(root):
+    if MANIFEST not in files:
+      continue
+    try:
+      fmt = rio.read_json(os.path.join(d, MANIFEST)).get("format", "")
+    except (ValueError, AttributeError):
+      fmt = "rosetta_jax.store/?" if DOCUMENTS in files else ""
+    if isinstance(fmt, str) and fmt.startswith("rosetta_jax.store/"):
+      out.append(d)
+      subdirs[:] = []
+  return sorted(out)
+
+
+def verify_stores(root: str, progress: bool = False) -> list[VerifyReport]:
+  """``Store.verify`` of every store under ``root`` (``find_stores``), in order.
+
+  Raises:
+    StoreDamagedError: for the first damaged store (its problems named).
+  """
+  return [Store(p).verify(progress=progress) for p in find_stores(root)]
 
 
 def check_same_units(a: Store, b: Store) -> None:

@@ -140,6 +140,88 @@ def test_pair_results_round_trip_and_keys(run):
                                               f"{pair.label}-{got.key}.npz")).count == got.count
 
 
+
+def _files(folder):
+  return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))}
+
+
+def test_seed_and_resample_count_get_their_own_cache_entries(run):
+  """A study with another seed or another number of resamples computes and keeps its
+  own PairResult; the scaling run's entries and results.json stay byte for byte."""
+  from rosetta_jax.analysis import bootstrap
+  workdir, res = run
+  ctx = context.load_context(MICRO, workdir, progress=False)
+  pair = ctx.pairs[0]
+  base = ctx.result(pair)
+  before = _files(os.path.join(workdir, "pairs"))
+  results_before = open(os.path.join(workdir, "results.json"), "rb").read()
+
+  def with_cfg(**kw):
+    cfg = dataclasses.replace(MICRO, **kw)
+    w = bootstrap.bootstrap_weights(len(ctx.docs), cfg.bootstrap, cfg.seed)
+    return context.Context(cfg, workdir, "zoo", ctx.pairs, ctx.stores, ctx.docs, w, {},
+                           progress=False)
+
+  seed1 = with_cfg(seed=1).result(pair)
+  b50 = with_cfg(bootstrap=50).result(pair)
+  assert len({base.key, seed1.key, b50.key}) == 3
+  # Each entry holds its own settings' numbers, not the scaling run's.
+  assert len(seed1.boot_counts) == 30 and len(b50.boot_counts) == 50
+  assert not np.array_equal(seed1.boot_counts, base.boot_counts)
+  assert not np.array_equal(seed1.null_r, base.null_r)      # the null is seeded too
+  after = _files(os.path.join(workdir, "pairs"))
+  assert {f: after[f] for f in before} == before             # nothing overwritten
+  assert len(after) == len(before) + 4                       # two new npz + tsv
+  assert open(os.path.join(workdir, "results.json"), "rb").read() == results_before
+  assert context.PairResult.load(os.path.join(
+      workdir, "pairs", f"{pair.label}-{base.key}.npz")).summary()["resamples"] == 30
+  # Each is found again under its own settings, and only there.
+  again = with_cfg(seed=1).result(pair)
+  assert again.key == seed1.key and again.seconds == seed1.seconds   # loaded, not redone
+  assert ctx.result(pair).key == base.key
+  # The resamples themselves are part of the key (not just their count and seed).
+  odd = context.Context(MICRO, workdir, "zoo", ctx.pairs, ctx.stores, ctx.docs,
+                        ctx.weights[::-1].copy(), {}, progress=False)
+  assert context.pair_key(odd, pair, MICRO.criterion) != base.key
+
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_damaged_chunk_is_refused_with_and_without_cached_pairs(run, tmp_path, damage):
+  """A chunk file deleted or cut short (as a partial copy leaves it) is an error
+  naming the store, site and chunk: when the pairs are cached (no activations
+  read: the cache lookup checks the files) and when they are recomputed."""
+  import shutil
+  from rosetta_jax import store as store_lib
+  workdir, _ = run
+  work = str(tmp_path / "w")
+  shutil.copytree(workdir, work, ignore=shutil.ignore_patterns(".lock"))
+  acts = sorted(os.listdir(os.path.join(work, "acts")))[0]
+  chunk = os.path.join(work, "acts", acts, "sites", "layer_0", "mlp", "0.0")
+  assert store_lib.Store(os.path.join(work, "acts", acts)).layout("layer_0/mlp")[0] < \
+      store_lib.Store(os.path.join(work, "acts", acts)).units_done    # row 0 is not the last
+  if damage == "delete":
+    os.remove(chunk)
+    want = r"chunk file sites/layer_0/mlp/0.0 is missing"
+  else:
+    with open(chunk, "r+b") as f:
+      f.truncate(100)
+    want = r"chunk file sites/layer_0/mlp/0.0 holds 100 bytes"
+  want = (rf"store {os.path.join(work, 'acts', acts)}: site 'layer_0/mlp': chunk row 0 "
+          rf"\(units \[0, \d+\)\) is damaged: {want}.*delete the store")
+  ctx = context.load_context(MICRO, work, progress=False)
+  pair = next(p for p in ctx.pairs if acts in (context.safe_name(p.a.name),
+                                               context.safe_name(p.b.name)))
+  cached = os.path.join(work, "pairs", f"{pair.label}-{context.pair_key(ctx, pair, MICRO.criterion)}.npz")
+  assert os.path.exists(cached)
+  with pytest.raises(store_lib.StoreDamagedError, match=want):   # the cache lookup
+    ctx.result(pair)
+  os.remove(cached)
+  with pytest.raises(store_lib.StoreDamagedError, match=want):   # read by the matcher
+    ctx.result(pair)
+  assert not os.path.exists(cached)
+
+
 def test_workdir_with_other_config_is_refused(run):
   workdir, _ = run
   other = config.StudyConfig(zoo=MICRO.zoo, bootstrap=31)

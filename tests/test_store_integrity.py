@@ -204,3 +204,108 @@ def test_tokenizer_is_saved_atomically_and_damage_is_named(tmp_path):
   with pytest.raises(ValueError, match=r"tokenizer.json is not a readable tokenizer .*EOF.*"
                                        r"cut short"):
     Tokenizer.load(str(tmp_path))
+
+
+def test_check_files_names_missing_and_cut_chunks_without_reading(store, monkeypatch):
+  path, _ = store
+  S.open_store(path).check_files()
+  monkeypatch.setattr(S.Store, "_array", lambda *a: pytest.fail("check_files read data"))
+  f = os.path.join(site_dir(path, "b/mlp"), "1.1")
+  raw = open(f, "rb").read()
+  os.remove(f)
+  with pytest.raises(S.StoreDamagedError, match=r"site 'b/mlp': chunk row 1 \(units \[64, "
+                                                r"100\)\) is damaged: chunk file "
+                                                r"sites/b/mlp/1.1 is missing; delete"):
+    S.open_store(path).check_files()
+  open(f, "wb").write(raw[:-4])
+  with pytest.raises(S.StoreDamagedError, match=r"chunk row 1 .*1.1 holds \d+ bytes, not "):
+    S.open_store(path).check_files()
+
+
+def _run_binary(module, *args):
+  import subprocess
+  import sys
+  env = dict(os.environ, ROSETTA_JAX_VERBOSE="")
+  return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                        text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_verify_flag_checks_every_store_before_work(store, tmp_path_factory):
+  """``--verify`` on a binary verifies each store under the workdir (found by
+  ``find_stores``, which skips files that are not stores) after the flags and
+  before any work or write; a damaged store ends the run with one line naming
+  store, site and chunk."""
+  import shutil
+  path, _ = store
+  work = tmp_path_factory.mktemp("work")
+  shutil.copytree(path, work / "acts" / "m1")
+  shutil.copytree(path, work / "store")
+  (work / "zoo").mkdir()
+  (work / "zoo" / "manifest.json").write_text('{"not": "a store"}')
+  assert S.find_stores(str(work)) == [str(work / "acts" / "m1"), str(work / "store")]
+  reps = S.verify_stores(str(work))
+  assert [r.chunk_rows for r in reps] == [3, 3]
+  os.remove(os.path.join(site_dir(str(work / "acts" / "m1"), "a/mlp"), "0.0"))
+  for module, extra in (("experiments.record", "--model=/nonexistent"),
+                        ("experiments.scaling", "--models=/nonexistent,/other")):
+    out = _run_binary(module, f"--workdir={work}", extra, "--verify", "--noprogress")
+    assert out.returncode == 1, out.stderr[-2000:]
+    err = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert (f"store {work / 'acts' / 'm1'} is damaged: site 'a/mlp': chunk row 0 (units "
+            "[0, 100)): chunk file sites/a/mlp/0.0 is missing" in err[0]), err[0]
+    assert not (work / "config.json").exists()          # refused before any write
+
+
+def test_reports_and_neuron_stats_are_written_atomically(tmp_path, monkeypatch):
+  """A write killed before its rename leaves the previous file whole (the rename
+  is made to fail here) and no temporary behind."""
+  from rosetta_jax.analysis.selectivity import NeuronStats
+  from rosetta_jax.report.html import Report
+  rep, npz = str(tmp_path / "report.html"), str(tmp_path / "stats.npz")
+  Report("first").text("one").write(rep)
+  fields = [f.name for f in __import__("dataclasses").fields(NeuronStats) if f.name != "labels"]
+  st = NeuronStats(**{f: np.arange(3.0) for f in fields}, labels=None)
+  st.save(npz)
+  old = {p: open(p, "rb").read() for p in (rep, npz)}
+
+  def killed(*_):
+    raise OSError("killed before the rename")
+  monkeypatch.setattr(rio.os, "replace", killed)
+  with pytest.raises(OSError, match="killed"):
+    Report("second").text("two").write(rep)
+  with pytest.raises(OSError, match="killed"):
+    NeuronStats(**{f: np.zeros(3) for f in fields}, labels=None).save(npz)
+  assert {p: open(p, "rb").read() for p in (rep, npz)} == old
+  assert sorted(os.listdir(tmp_path)) == ["report.html", "stats.npz"]
+  monkeypatch.undo()
+  Report("second").text("two").write(rep)
+  assert "second" in open(rep).read()
+
+
+def test_no_writer_writes_its_target_in_place():
+  """Every file write in the package goes to a temporary name first (rosetta_jax.io,
+  or a ``tmp``/buffer then ``os.replace``): a source audit that fails on a new
+  in-place ``open(path, "w")``, ``np.savez(path)``, ``write_text`` or ``json.dump``."""
+  import re
+  root = os.path.join(os.path.dirname(os.path.dirname(__file__)))
+  pat = re.compile(r"open\([^)]*['\"][wa][bt]?['\"]|np\.savez(_compressed)?\(|np\.save\(|"
+                   r"write_text\(|write_bytes\(|json\.dump\(|\.to_csv\(|savefig\(|"
+                   r"pq\.write_table\(")
+  bad = []
+  for top in ("rosetta_jax", "experiments", "theory"):
+    for d, _, files in os.walk(os.path.join(root, top)):
+      for f in files:
+        if not f.endswith(".py") or f == "io.py" and d.endswith("rosetta_jax"):
+          continue
+        path = os.path.join(d, f)
+        lines = open(path, encoding="utf-8").read().splitlines()
+        for i, line in enumerate(lines):
+          if not pat.search(line) or line.lstrip().startswith("#"):
+            continue
+          prev = lines[i - 1] if i else ""
+          if (re.search(r"\btmp\b|\bbuf\b|atomic|\.tmp", line)
+              or re.search(r"open\((tmp|path \+ \"\.tmp\")|atomic_open", prev)):  # (x, f)
+            continue
+          bad.append(f"{os.path.relpath(path, root)}:{i + 1}: {line.strip()}")
+  assert not bad, "in-place writes:\n" + "\n".join(bad)

@@ -128,6 +128,24 @@ def test_record_binary_validates_before_writing(tmp_path):
   assert not (tmp_path / "rec").exists()
 
 
+
+def test_refused_record_rerun_leaves_the_workdir_as_it_was(tmp_path):
+  """A re-run with another setting (--batch_size=4 where the workdir's store was
+  recorded with 8) is refused naming the field with both values, and leaves every
+  file of the workdir as it was (config.json still describes its store)."""
+  wd = tmp_path / "rec"
+  rec = config.workdir_record("record", "/some/model", config.RecordConfig(model="/some/model"))
+  config.write_workdir_config(str(wd), rec)
+  (wd / "store").mkdir()
+  (wd / "store" / "manifest.json").write_text('{"format": "rosetta_jax.store/2"}')
+  before = {p: p.read_bytes() for p in sorted(wd.rglob("*")) if p.is_file()}
+  out = _binary("record", f"--workdir={wd}", "--model=/some/model", "--batch_size=4",
+                "--max_chars=5")
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  assert "config.batch_size: 8 in the workdir, 4 now" in out.stderr
+  assert "config.max_chars: 0 in the workdir, 5 now" in out.stderr
+  assert {p: p.read_bytes() for p in sorted(wd.rglob("*")) if p.is_file()} == before
+
 def _listed(module):
   out = _binary(module, "--helpshort").stdout
   return {line.split(":")[0].strip().replace("[no]", "") for line in out.splitlines()

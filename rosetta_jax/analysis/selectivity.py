@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rosetta_jax import io as io_lib
 from rosetta_jax.match import sources
 
 METRICS = ("kurtosis", "hoyer", "frequency", "dsi", "domain_entropy", "token_entropy",
@@ -141,7 +142,7 @@ class NeuronStats:
   def save(self, path: str) -> None:
     arrays = {f: getattr(self, f) for f in ("n", *self.SUMS, "top_units", "top_values",
                                              "center", "xmin", "constant")}
-    np.savez(path, **arrays)
+    io_lib.atomic_write_npz(path, **arrays)
 
   @staticmethod
   def load(path: str, labels: UnitLabels) -> "NeuronStats":

@@ -30,6 +30,8 @@ import sysconfig
 
 from absl import app, flags, logging
 
+from rosetta_jax.io import atomic_open
+
 MAX_CHARS = 3000
 MIN_CHARS = 200
 BUDGET = {"prose": 1_500_000, "code": 1_500_000, "docs": 1_200_000, "math": 1_200_000,
@@ -132,7 +134,7 @@ def main(argv):
   os.makedirs(_FLAGS.value, exist_ok=True)
   docs = [d for domain in BUDGET for d in build_domain(domain)]
   path = os.path.join(_FLAGS.value, "corpus.jsonl.xz")
-  with lzma.open(path, "wt", encoding="utf-8", preset=9) as f:
+  with atomic_open(path, "wb") as raw, lzma.open(raw, "wt", encoding="utf-8", preset=9) as f:
     for d in docs:
       f.write(json.dumps(d, ensure_ascii=False) + "\n")
   logging.info("wrote %d documents to %s (%d bytes)", len(docs), path, os.path.getsize(path))

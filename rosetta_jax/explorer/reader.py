@@ -16,6 +16,7 @@ import uuid
 import webbrowser
 from typing import Sequence
 
+from rosetta_jax import io as io_lib
 from rosetta_jax.explorer import cards as cards_lib
 from rosetta_jax.explorer import page
 
@@ -176,9 +177,7 @@ class Explorer:
     """
     card = self.card(key)
     if format == "json":
-      with open(path, "w", encoding="utf-8") as f:
-        f.write(card.to_json())
-      return path
+      return io_lib.atomic_write(path, card.to_json())
     if format != "parquet":
       raise ValueError(f"export format must be 'json' or 'parquet', got {format!r}")
     try:
@@ -190,7 +189,8 @@ class Explorer:
     table = pa.Table.from_pylist(card.records())
     head = {k: v for k, v in card.data.items() if k != "units"}
     table = table.replace_schema_metadata({"rosetta_jax.card": json.dumps(head)})
-    pq.write_table(table, path)
+    with io_lib.atomic_open(path, "wb") as f:
+      pq.write_table(table, f)
     return path
 
   def export_all(self, out_dir: str, format: str = "json",  # pylint: disable=redefined-builtin

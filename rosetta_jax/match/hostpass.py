@@ -342,18 +342,28 @@ def standardize(x: np.ndarray, centre: np.ndarray, scale: np.ndarray,
 
 
 def doc_sums(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
-             cand_a: np.ndarray, cand_b: np.ndarray, runs, out) -> None:
-  """Adds per-document sums of centred activations and candidate products.
+             cand_a: np.ndarray, cand_b: np.ndarray, runs, out,
+             scale_a: np.ndarray | None = None, scale_b: np.ndarray | None = None) -> None:
+  """Adds per-document sums of standardised activations and candidate products.
 
   Args:
     xa, xb: [t, Na], [t, Nb] activations of one chunk of units.
-    mu_a, mu_b: [Na], [Nb] means subtracted first.
+    mu_a, mu_b: [Na], [Nb] float64 means subtracted first, in the data's own
+      precision: float64 and integer data in float64 (then rounded to float32),
+      float32/16 data in two float32 steps (the mean's float32 part, then its
+      remainder, as in ``rescore``), so the centred values keep the spread's
+      digits at any offset (a float32 mean alone is off by up to half its ulp:
+      4 at 1e8, four times a unit spread).
     cand_a, cand_b: [Na, c], [Nb, c] in-range candidate indices into the other side.
     runs: (start, stop, doc) row ranges of the chunk, one document each.
     out: dict of float64 accumulators, updated in place: "n" [D], "sa", "saa"
       [D, Na], "sb", "sbb" [D, Nb], "sab" [D, Na, c], "sba" [D, Nb, c]; with
-      za = xa - mu_a, zb = xb - mu_b: sums over the run's units of za, za^2, zb,
-      zb^2, za[:, i] * zb[:, cand_a[i, s]] and zb[:, j] * za[:, cand_b[j, s]].
+      za = (xa - mu_a) * scale_a, zb = (xb - mu_b) * scale_b: sums over the run's
+      units of za, za^2, zb, zb^2, za[:, i] * zb[:, cand_a[i, s]] and
+      zb[:, j] * za[:, cand_b[j, s]].
+    scale_a, scale_b: optional [Na], [Nb] factors (1 / std): applied before the
+      float32 products, so data at 1e20 or 1e-20 neither overflows nor underflows
+      in them (float64 data is scaled in float64).
 
   Each run is walked in tiles of ``rows`` units (both sides centred into cache,
   one gather per candidate slot, ``einsum`` products), summed in float32 per
@@ -362,18 +372,32 @@ def doc_sums(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
   """
   na, nb = xa.shape[1], xb.shape[1]
   c = cand_a.shape[1]
-  mu_a = np.asarray(mu_a, np.float32)
-  mu_b = np.asarray(mu_b, np.float32)
+  (hi_a, lo_a, f_a), (hi_b, lo_b, f_b) = _centre(xa, mu_a, scale_a), _centre(xb, mu_b, scale_b)
   cols_a = [np.ascontiguousarray(cand_a[:, s], np.intp) for s in range(c)]
   cols_b = [np.ascontiguousarray(cand_b[:, s], np.intp) for s in range(cand_b.shape[1])]
   rows = max(1, TILE_BYTES // (4 * 2 * (na + nb)))
   threads = num_threads()
+
+  def standardised(x, hi, lo, f, out, wide):
+    """(x - mean) * scale into the float32 ``out``, in x's own precision."""
+    if lo is None:                        # float64 / integers: centre and scale in float64
+      np.subtract(x, hi, out=wide)
+      if f is not None:
+        wide *= f
+      np.copyto(out, wide, casting="unsafe")
+    else:                                 # float32 and narrower: two float32 steps
+      np.subtract(x, hi, out=out, casting="unsafe")
+      out -= lo
+      if f is not None:
+        out *= f
 
   def work(part):
     za = np.empty((rows, na), np.float32)
     zb = np.empty((rows, nb), np.float32)
     ga = np.empty((rows, nb), np.float32)
     gb = np.empty((rows, na), np.float32)
+    wa = np.empty((rows, na)) if lo_a is None else None
+    wb = np.empty((rows, nb)) if lo_b is None else None
     for u0, u1, d in runs:
       if d % threads != part:
         continue
@@ -381,8 +405,8 @@ def doc_sums(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
       for t0 in range(u0, u1, rows):
         m = min(rows, u1 - t0)
         a, b = za[:m], zb[:m]
-        np.subtract(xa[t0:t0 + m], mu_a, out=a, casting="unsafe")
-        np.subtract(xb[t0:t0 + m], mu_b, out=b, casting="unsafe")
+        standardised(xa[t0:t0 + m], hi_a, lo_a, f_a, a, None if wa is None else wa[:m])
+        standardised(xb[t0:t0 + m], hi_b, lo_b, f_b, b, None if wb is None else wb[:m])
         out["sa"][d] += a.sum(axis=0)
         out["sb"][d] += b.sum(axis=0)
         out["saa"][d] += np.einsum("ij,ij->j", a, a)
@@ -395,3 +419,16 @@ def doc_sums(xa: np.ndarray, xb: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray,
           out["sba"][d, :, s] += np.einsum("ij,ij->j", b, ga[:m])
 
   _run([functools.partial(work, p) for p in range(threads)])
+
+
+def _centre(x: np.ndarray, mu, scale=None):
+  """What ``doc_sums`` subtracts from x and multiplies by: (the float64 mean, None,
+  the float64 scale) for float64 and integer x (applied in float64); (the mean's
+  float32 part, its float32 remainder, the float32 scale) for narrower floats
+  (applied in float32, one after the other)."""
+  mu = np.asarray(mu, np.float64)
+  scale = None if scale is None else np.asarray(scale, np.float64)
+  if x.dtype.kind == "f" and x.dtype.itemsize <= 4 or x.dtype.name == "bfloat16":
+    hi = mu.astype(np.float32)
+    return hi, (mu - hi).astype(np.float32), None if scale is None else scale.astype(np.float32)
+  return mu, None, scale

