@@ -23,10 +23,13 @@ def test_page_matches_its_results_files(page):
 
 def test_the_headline_pages_are_rendered():
   """README.md and docs/scaling.md carry the tiny zoo's numbers as rendered blocks."""
-  for page in ("README.md", "docs/scaling.md"):
+  want = {"README.md": {"headline", "baselines", "sensitivity"},
+          "docs/scaling.md": {"headline", "pairs", "sizes", "sensitivity", "budgets",
+                              "baselines"}}
+  for page, templates in want.items():
     names = {m.group("file") + ":" + m.group("template")
              for m in docs.BLOCK.finditer(open(os.path.join(ROOT, page)).read())}
-    assert {"scaling_tiny:headline", "scaling_tiny:pairs"} <= names, page
+    assert {f"scaling_tiny:{t}" for t in templates} <= names, page
 
 
 def test_every_results_file_has_its_command_and_commit():
