@@ -196,7 +196,8 @@ def test_damaged_chunk_is_refused_with_and_without_cached_pairs(run, tmp_path, d
   workdir, _ = run
   work = str(tmp_path / "w")
   shutil.copytree(workdir, work, ignore=shutil.ignore_patterns(".lock"))
-  acts = sorted(os.listdir(os.path.join(work, "acts")))[0]
+  acts = sorted(a for a in os.listdir(os.path.join(work, "acts"))
+                if not a.startswith("untrained-"))[0]          # a trained model's store
   chunk = os.path.join(work, "acts", acts, "sites", "layer_0", "mlp", "0.0")
   assert store_lib.Store(os.path.join(work, "acts", acts)).layout("layer_0/mlp")[0] < \
       store_lib.Store(os.path.join(work, "acts", acts)).units_done    # row 0 is not the last
