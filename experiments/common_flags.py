@@ -30,6 +30,9 @@ CONFIG = flags.DEFINE_string("config", None, "A config.json to use instead of --
                              "(e.g. <workdir>/config.json of an earlier run).")
 PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars.")
 VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an error.")
+SUMMARY = flags.DEFINE_string("summary", None, "Also write the run's summary (command, "
+                              "commit, machine, numbers) here, e.g. docs/results/NAME.json: "
+                              "the file README.md and docs/ render their numbers from.")
 VERIFY = flags.DEFINE_bool("verify", False, "Before any work, verify every activation "
                            "store in the workdir (chunk files, checksums, documents, "
                            "moments: Store.verify); a damaged one ends the run, naming it.")
@@ -78,8 +81,14 @@ def models() -> str:
   return flags.FLAGS.models
 
 
-def finish(ctx) -> None:
-  """What every study binary does last: the run's explorer page (``--explorer``)."""
+def finish(ctx, result=None) -> None:
+  """What every study binary does last: the run's summary (``--summary``) and its
+  explorer page (``--explorer``)."""
+  if SUMMARY.value and result is not None:
+    import time  # pylint: disable=g-import-not-at-top
+    from rosetta_jax.report import docs  # pylint: disable=g-import-not-at-top
+    docs.write_summary(SUMMARY.value, result.to_json(), seconds=time.time() - _START)
+    print(f"wrote {SUMMARY.value}")
   if EXPLORER.value:
     from rosetta_jax import explorer  # pylint: disable=g-import-not-at-top
     print(f"wrote {explorer.write_explorer(ctx, progress=PROGRESS.value)}")
@@ -137,6 +146,9 @@ def _flag_message(e: Exception) -> str:
   if m and m.group(1).replace(".", "_") in flags.FLAGS:
     return "--" + m.group(1).replace(".", "_") + msg[len(m.group(1)):]
   return msg
+
+
+_START = __import__("time").time()
 
 
 def run(main) -> None:

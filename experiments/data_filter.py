@@ -36,7 +36,7 @@ def main(argv):
     print(f"{name:12s} precision {r['precision']:.2f}  held-out {res.target} loss "
           f"{m:.4f} [{lo:.4f}, {hi:.4f}]")
   print(f"wrote {cf.WORKDIR.value}/data_filter/results.json and report.html")
-  cf.finish(ctx)
+  cf.finish(ctx, res)
 
 
 if __name__ == "__main__":

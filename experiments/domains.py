@@ -35,7 +35,7 @@ def main(argv):
     print(f"{name:24s} slope per ln N {t['slope']:+.3f}  95% CI [{t['ci'][0]:+.3f}, "
           f"{t['ci'][1]:+.3f}]")
   print(f"wrote {cf.WORKDIR.value}/domains/results.json and report.html")
-  cf.finish(ctx)
+  cf.finish(ctx, res)
 
 
 if __name__ == "__main__":

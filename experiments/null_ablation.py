@@ -38,7 +38,7 @@ def main(argv):
     print(f"{name:14s} counts {v['counts']}  beta {f['beta']:.3f} "
           f"[{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]")
   print(f"wrote {cf.WORKDIR.value}/null_ablation/results.json and report.html")
-  cf.finish(ctx)
+  cf.finish(ctx, res)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def main(argv):
     print(f"{m:14s} Cliff's delta vs matched control, slope per ln N {d['slope']:+.3f}  "
           f"95% CI [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
   print(f"wrote {cf.WORKDIR.value}/polarization/results.json and report.html")
-  cf.finish(ctx)
+  cf.finish(ctx, res)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def main(argv):
   for r in res.summary:
     print(f"{r[0]:75s} {r[1]:24s} {r[2]:18s} {r[3]}")
   print(f"wrote {cf.WORKDIR.value}/reproduce/results.json and report.html")
-  cf.finish(ctx)
+  cf.finish(ctx, res)
 
 
 if __name__ == "__main__":

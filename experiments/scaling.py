@@ -34,11 +34,26 @@ def main(argv):
   ctx = context.load_context(cfg, cf.WORKDIR.value, cf.models(), progress=cf.PROGRESS.value)
   context.free_weights(ctx)          # matching reads the stores: the weights can go
   res = registry.run_study("scaling", ctx)
+  from rosetta_jax.studies import scaling  # pylint: disable=g-import-not-at-top
+  print(f"criterion: {scaling.criterion_name(res.criterion)}")
   if res.fit:
-    print(f"beta = {res.fit.beta:.3f}  95% CI [{res.fit.ci[0]:.3f}, {res.fit.ci[1]:.3f}]")
-  print(f"counts {res.counts.tolist()} at N = {[int(s) for s in res.sizes]}")
+    print(f"beta = {res.fit.beta:.3f}  95% CI [{res.fit.ci[0]:.3f}, {res.fit.ci[1]:.3f}] "
+          f"(resampling {res.headline.resamples})"
+          + (f"; descriptive: {res.descriptive}" if res.descriptive else ""))
+  for p in res.pairs:
+    ident = f", unit-identity null {p.identity['count']}" if p.identity else ""
+    print(f"  {p.label}: {p.count} [{p.count_ci[0]:.0f}, {p.count_ci[1]:.0f}], est. false "
+          f"positives {p.false_positives:.2f}{ident}")
+  for name, f in res.sensitivity.items():
+    print(f"  {name:>18}: beta = " + ("-" if f.beta is None else
+                                       f"{f.beta:.3f} [{f.ci[0]:.3f}, {f.ci[1]:.3f}]"))
+  if res.untrained_fit is not None:
+    u = res.untrained_fit
+    print(f"untrained: counts {[p.count for p in res.untrained]}"
+          + (f", beta = {u.beta:.3f}" if u.beta is not None else ""))
+  print(res.converged["verdict"])
   print(f"wrote {cf.WORKDIR.value}/results.json and {cf.WORKDIR.value}/report.html")
-  cf.finish(ctx)
+  cf.finish(ctx, res)
 
 
 if __name__ == "__main__":

@@ -78,13 +78,13 @@ def test_three_decoder_study_end_to_end(tmp_path):
   from rosetta_jax.studies import registry  # pylint: disable=g-import-not-at-top
   cfg = dataclasses.replace(config_lib.get_preset("tiny"), depths=(0.0, 1.0), null_fdr=0.05,
                             record_docs=10, record_chars=300, record_len=128,
-                            record_batch=8, bootstrap=20)
+                            record_batch=8, bootstrap=20, null_permutations=2, budgets=())
   models = ",".join(f"offline:{n}" for n in sorted(SHAPES, key=lambda n: SHAPES[n][2]))
   res = registry.run_study("scaling", common.load_context(cfg, str(tmp_path), models,
                                                          progress=False)).to_json()
   assert len(res["pairs"]) == 3 and all(p["count"] > 0 for p in res["pairs"])
   for p in res["pairs"]:
-    assert p["num_layers_a"] == 2 and p["count"] >= p["count_above_null_max"]
+    assert p["num_layers_a"] == 2 and p["count"] >= p["sensitivity"]["max-null"]["count"]
     assert p["r_threshold"] <= p["null_r_max"] + 1e-6
   assert np.isfinite(res["fit"]["count"]["beta"])
   anchors = res["anchors"]

@@ -21,7 +21,8 @@ from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as common
 
 CFG = dataclasses.replace(config_lib.get_preset("tiny"), record_docs=16, record_chars=300,
-                          record_len=128, bootstrap=40)
+                          record_len=128, bootstrap=40, null_permutations=2, budgets=(),
+                          identity_null=False)
 
 
 def _shuffled(model, seed=0):

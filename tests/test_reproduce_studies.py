@@ -21,7 +21,8 @@ from rosetta_jax.zoo.config import ZooConfig
 MICRO = config.StudyConfig(
     zoo=ZooConfig(widths=(16, 32, 64), num_layers=2, vocab_size=400, seq_len=32,
                          batch_size=8, steps=40, warmup=5, ckpt_every=20),
-    record_docs=0, record_chars=60, record_len=32, bootstrap=20, candidates=4)
+    record_docs=0, record_chars=60, record_len=32, bootstrap=20, candidates=4,
+    null_permutations=2, budgets=(), untrained=False, identity_null=False)
 
 
 def _run(module, workdir, cfg_path, *extra):
@@ -67,7 +68,7 @@ def _figures(path):
 def test_polarization_outputs(workdir):
   wd, stdout = workdir
   res = _load(wd, "polarization")
-  assert [e["label"] for e in res["per_size"]] == ["w16", "w32", "w64"]
+  assert [e["label"] for e in res["per_size"]] == ["w16-s0s1", "w32-s0s1", "w64-s0s1"]
   for e in res["per_size"]:
     assert e["rosetta"] > 0 and e["non_rosetta"] > e["rosetta"]
     for m in ("kurtosis", "hoyer", "frequency", "explanation"):
@@ -142,6 +143,11 @@ def test_null_collapses_and_ablations(workdir):
   # Claim 4's ratio is the null's count over the real one.
   for x in res["null_ratio"]:
     assert x["ratio"] == pytest.approx(x["null"] / max(x["real"], 1))
+  # Claim 4's verdict is taken under the declared criterion, on the scaling pairs.
+  scaling = _load(wd, ".")
+  assert [d["count"] for d in res["declared"]] == scaling["counts"]
+  assert [d["false_positives"] for d in res["declared"]] == scaling["false_positives"]
+  assert "FDR q=0.05" in res["criterion"]
 
 
 def test_cached_null_ablation_records_nothing(workdir, monkeypatch):
@@ -202,7 +208,7 @@ def test_theory_and_data_selection_ran_on_the_same_context(workdir):
   measured = next(r for r in theo["table"] if r["source"].startswith("measured"))
   assert measured["beta"] == pytest.approx(_load(wd, ".")["fit"]["count"]["beta"])
   filt = _load(wd, "data_filter")
-  assert filt["pair"] == "w64" and filt["selected"] == 8      # 0.2 of 40 pool documents
+  assert filt["pair"] == "w64-s0s1" and filt["selected"] == 8      # 0.2 of 40 pool documents
   assert set(filt["subsets"]) == {"rosetta", "non_rosetta", "random"}
   for r in filt["subsets"].values():
     assert len(r["target_loss"]) == 2 and all(math.isfinite(x) for x in r["target_loss"])

@@ -11,10 +11,13 @@ import pytest
 from rosetta_jax.studies import config, context, registry
 from rosetta_jax.zoo.config import ZooConfig
 
+# Three seeds per width (three pairs), four null permutations, one budget, the
+# untrained baseline and the unit-identity null: every part of the count.
 MICRO = config.StudyConfig(
     zoo=ZooConfig(widths=(16, 32, 48), num_layers=1, vocab_size=400, seq_len=64,
-                         batch_size=16, steps=300, warmup=20, ckpt_every=150),
-    record_docs=120, record_chars=400, record_len=64, bootstrap=30, candidates=4)
+                  batch_size=16, steps=300, warmup=20, ckpt_every=150, seeds=(0, 1, 2)),
+    record_docs=120, record_chars=400, record_len=64, bootstrap=30, candidates=4,
+    null_permutations=4, budgets=(0.5,))
 
 
 def run_scaling(cfg, workdir, models="zoo") -> dict:
@@ -35,25 +38,68 @@ def test_outputs_exist_and_are_sane(run):
   with open(os.path.join(workdir, "results.json")) as f:
     disk = json.load(f)
   assert disk["counts"] == res["counts"]
-  assert res["sizes"] == [64.0, 128.0, 192.0]            # 1 layer x 4 * width neurons
+  assert res["sizes"] == [64.0] * 3 + [128.0] * 3 + [192.0] * 3   # 1 layer x 4 * width
+  assert [p["label"] for p in res["pairs"][:3]] == ["w16-s0s1", "w16-s0s2", "w16-s1s2"]
   counts = np.array(res["counts"])
   assert np.all(counts > 0) and np.all(counts <= np.array(res["sizes"]))
-  fit = res["fit"]["count"]
-  # The exponent's interval: the basic bootstrap interval of the refitted slopes.
-  boot = np.array([p_["boot_counts"] for p_ in _pairs(workdir)]).T
-  slopes = [np.polyfit(np.log(res["sizes"]), np.log(b), 1)[0] for b in boot if np.all(b > 0)]
-  q = np.quantile(slopes, [0.025, 0.975])
-  assert fit["ci"] == pytest.approx([2 * fit["beta"] - q[1], 2 * fit["beta"] - q[0]])
-  # Under the permutation null the best pairs are far weaker than real Rosetta pairs,
-  # and no counted pair is weaker than the null's best.
+  # The headline: the mean count of each size's three pairs, and its regression
+  # interval the t-interval of the log-log line through them (SciPy).
+  from scipy import stats as sps  # pylint: disable=g-import-not-at-top
+  head = res["headline"]
+  means = counts.reshape(3, 3).mean(1)
+  assert head["sizes"] == [64.0, 128.0, 192.0] and head["counts"] == pytest.approx(means)
+  lr = sps.linregress(np.log(head["sizes"]), np.log(means))
+  t = sps.t.ppf(0.975, 1)
+  assert head["beta"] == pytest.approx(lr.slope) == res["fit"]["count"]["beta"]
+  assert head["regression_ci"] == pytest.approx([lr.slope - t * lr.stderr,
+                                                 lr.slope + t * lr.stderr])
+  assert head["resamples"] == "models (seeds within each size) and documents"
+  assert res["fit"]["n_boot"] == 30 and head["ci"][0] < head["beta"] < head["ci"][1]
+  # The declared criterion: FDR q = 0.05 over 4 permutations; every kept pair is at
+  # or above its threshold, and the null explains at most 5% of the count.
   for p in res["pairs"]:
-    assert p["null_count"] > 0 and np.mean(p["r"]) > 3 * p["null_r_max"], p
-    assert min(p["r"]) > p["null_r_max"] and p["count"] <= p["raw_count"]
+    assert p["criterion"] == {"k": 1, "r_min": None, "null": "fdr", "q": 0.05,
+                              "permutations": 4}
+    assert p["null_count"] > 0 and min(p["r"]) >= p["r_threshold"]
+    assert p["false_positives"] <= 0.05 * p["count"] + 1e-9
+    assert p["count"] <= p["raw_count"]
     r = np.array(p["r"])
     assert len(r) == p["count"] and np.all((r > -1) & (r <= 1 + 1e-6))
     assert os.path.exists(os.path.join(workdir, "pairs", p["cache"] + ".tsv"))
   html = open(os.path.join(workdir, "report.html")).read()
-  assert html.count("Plotly.newPlot") >= 4 and "beta" in html
+  assert html.count("Plotly.newPlot") >= 5 and "beta" in html
+  assert "Sensitivity" in html and "Unit budget" in html and "Untrained" in html
+
+
+def test_sensitivity_baselines_and_verdict(run):
+  workdir, res = run
+  sens = res["sensitivity"]
+  assert list(sens) == [n for n, _ in context.SENSITIVITY] + [context.EXCESS]
+  for p in res["pairs"]:
+    s = p["sensitivity"]
+    assert s["raw mutual NN"]["count"] == p["raw_count"]
+    assert s["mutual k=1"]["count"] == p["count"]             # the declared rule at k = 1
+    # A stricter FDR level never keeps more pairs; max-null is the strictest null rule.
+    assert s["FDR q=0.01"]["count"] <= s["FDR q=0.05"]["count"] <= s["FDR q=0.1"]["count"]
+    assert s["max-null"]["count"] <= s["FDR q=0.01"]["count"]
+    assert s["r >= 0.5"]["count"] <= s["r >= 0.3"]["count"] <= p["raw_count"]
+    assert s[context.EXCESS]["count"] == pytest.approx(p["raw_count"] - p["null_count"])
+    # The unit-identity null keeps each unit's text: with one parallel-residual
+    # layer, GPT-NeoX's MLP sees the token embedding only, so every unit's
+    # activation is a function of its text and the null changes nothing.
+    assert p["identity"]["count"] == p["count"] and p["identity"]["fixed_units"] < 0.05
+  assert res["identity_null"]["counts"] == res["counts"]
+  assert list(res["budgets"]) == ["0.5", "1"]
+  assert res["budget_units"]["0.5"] < res["budget_units"]["1"] == res["units"]
+  assert res["budgets"]["1"]["beta"] == res["headline"]["beta"]
+  assert set(res["leave_one_model_out"]) == {f"zoo-w{w}-s{s}" for w in (16, 32, 48)
+                                             for s in range(3)}
+  u = res["untrained"]
+  assert len(u["counts"]) == 9 and all(p["label"].startswith("untrained-w") for p in u["pairs"])
+  v = res["converged"]
+  assert isinstance(v["converged"], bool) and v["verdict"].startswith(
+      "converged" if v["converged"] else "not converged")
+  assert v["converged"] == (v["criteria_agree"] and v["budget_stable"])
 
 
 def _pairs(workdir):
@@ -150,7 +196,8 @@ def test_damaged_chunk_is_refused_with_and_without_cached_pairs(run, tmp_path, d
   workdir, _ = run
   work = str(tmp_path / "w")
   shutil.copytree(workdir, work, ignore=shutil.ignore_patterns(".lock"))
-  acts = sorted(os.listdir(os.path.join(work, "acts")))[0]
+  acts = sorted(a for a in os.listdir(os.path.join(work, "acts"))
+                if not a.startswith("untrained-"))[0]          # a trained model's store
   chunk = os.path.join(work, "acts", acts, "sites", "layer_0", "mlp", "0.0")
   assert store_lib.Store(os.path.join(work, "acts", acts)).layout("layer_0/mlp")[0] < \
       store_lib.Store(os.path.join(work, "acts", acts)).units_done    # row 0 is not the last
@@ -231,7 +278,8 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
     PreTrainedTokenizerFast(tokenizer_object=tok.backend).save_pretrained(d)
     dirs.append(str(d))
   cfg = config.StudyConfig(zoo=MICRO.zoo, record_docs=20, record_chars=200, record_len=64,
-                           bootstrap=10, candidates=4)
+                           bootstrap=10, candidates=4, null_permutations=2, budgets=(),
+                           identity_null=False)
   res = run_scaling(cfg, str(tmp_path / "run"), ",".join(dirs))
   assert [p["label"] for p in res["pairs"]] == ["neox32~neox48", "neox32~neox64", "neox48~neox64"]
   assert res["sizes"] == pytest.approx([np.sqrt(128 * 192), np.sqrt(128 * 256), np.sqrt(192 * 256)])
@@ -271,10 +319,11 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   last = dataclasses.replace(cfg, depths=(1.0,), null_fdr=0.2)
   res = run_scaling(last, str(tmp_path / "last"), ",".join(dirs))
   for p in res["pairs"]:               # the FDR rule: never stricter than the max-null rule
-    assert p["criterion"] == {"k": 1, "r_min": None, "null": "fdr", "q": 0.2}
+    assert p["criterion"] == {"k": 1, "r_min": None, "null": "fdr", "q": 0.2,
+                              "permutations": 2}
     assert p["count"] <= p["raw_count"]
     assert p["count"] == 0 or p["r_threshold"] <= p["null_r_max"] + 1e-6
-    assert p["count"] >= p["count_above_null_max"]
+    assert p["count"] >= p["sensitivity"]["max-null"]["count"]
   assert [m["sites"] for m in res["model_info"]] == [["layer_1/mlp"]] * 3
   assert [m["neurons"] for m in res["model_info"]] == [64, 96, 128]
   assert all(p["depth_a"] == [0.75] and p["num_layers_a"] == 1 for p in res["pairs"])

@@ -9,6 +9,7 @@ import sys
 import pytest
 from absl import flags
 
+from rosetta_jax.match.rosetta import Criterion
 from rosetta_jax.studies import config, context
 from rosetta_jax.zoo.config import ZooConfig
 
@@ -16,7 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICRO = config.StudyConfig(
     zoo=ZooConfig(widths=(16, 32), num_layers=1, vocab_size=300, seq_len=32, batch_size=8,
                   steps=20, warmup=2, ckpt_every=10),
-    record_docs=12, record_chars=200, record_len=32, bootstrap=8, candidates=2)
+    record_docs=12, record_chars=200, record_len=32, bootstrap=8, candidates=2,
+    null_permutations=2, budgets=(), untrained=False, identity_null=False)
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -40,8 +42,14 @@ def test_record_config_refuses_bad_values():
     config.RecordConfig(model="m", max_docs=-1)
   with pytest.raises(config.ConfigError, match="batch_size: must be an integer >= 1"):
     config.RecordConfig(model="m", batch_size=0)
-  assert config.StudyConfig().criterion.null == "max"
-  assert dataclasses.replace(MICRO, null_fdr=0.05).criterion.q == 0.05
+  # The declared default: mutual best buddies, FDR q = 0.05 over 8 permutations.
+  assert config.StudyConfig().criterion == Criterion(k=1, null="fdr", q=0.05, permutations=8)
+  assert dataclasses.replace(MICRO, null_fdr=None).criterion.null == "max"
+  assert dataclasses.replace(MICRO, null_threshold=False).criterion.q is None
+  with pytest.raises(config.ConfigError, match="null_permutations: must be an integer >= 1"):
+    dataclasses.replace(MICRO, null_permutations=0)
+  with pytest.raises(config.ConfigError, match=r"budgets: must be document fractions"):
+    dataclasses.replace(MICRO, budgets=(0.5, 1.0))
 
 
 def test_flags_are_derived_from_every_field():

@@ -131,21 +131,53 @@ def _doc_stats_host(src_a, src_b, doc_index, starts, mu_a, sd_a, mu_b, sd_b, ca,
   return [out["n"], out["sa"], out["saa"], out["sb"], out["sbb"], out["sab"], out["sba"]]
 
 
-def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,
-                    r_min: float | None = None, return_masks: bool = False):
-  """Mutual-k-NN counts for each resample.
+@dataclasses.dataclass(frozen=True)
+class Resampled:
+  """Every resample's mutual-k-NN candidates, before any r floor.
+
+  Attributes:
+    mutual: [B, Na, k] whether A's j-th neighbour is a mutual pair in resample b.
+    r: [B, Na, k] its r in that resample (-inf where undefined).
+    top_a: [B, Na, k] the B-side neuron of each entry.
+  """
+  mutual: np.ndarray
+  r: np.ndarray
+  top_a: np.ndarray
+
+  def keep(self, r_min=None) -> np.ndarray:
+    """[B, Na, k] pairs kept under an r floor: None, a number, or one per resample."""
+    ok = self.mutual
+    if r_min is None:
+      return ok
+    t = np.asarray(r_min, np.float64)
+    if t.ndim == 0:
+      return ok & (self.r >= t)
+    if t.shape != (len(ok),):
+      raise ValueError(f"r_min per resample must have shape ({len(ok)},), got {t.shape}")
+    return ok & (self.r >= t[:, None, None])
+
+  def counts(self, r_min=None) -> np.ndarray:
+    """[B] pair counts under an r floor (see ``keep``)."""
+    return self.keep(r_min).sum(axis=(1, 2)).astype(np.int64)
+
+  def masks(self, r_min=None, num_b: int | None = None):
+    """([B, Na], [B, Nb]) which neurons of each side are in a kept pair."""
+    ok = self.keep(r_min)
+    in_a = ok.any(-1)
+    nb = int(self.top_a.max()) + 1 if num_b is None else num_b
+    in_b = np.zeros((len(ok), nb), bool)
+    bi, _, _ = np.nonzero(ok)
+    in_b[bi, self.top_a[ok]] = True
+    return in_a, in_b
+
+
+def resample_pairs(stats: DocStats, weights: np.ndarray, k: int = 1) -> Resampled:
+  """Re-matches every resample among the kept candidates (mutual k-NN, no floor).
 
   Args:
     stats: from ``doc_stats``.
     weights: [B, D] document multiplicities (a bootstrap resample per row).
     k: mutual-k-NN criterion (k <= c).
-    r_min: optional threshold on r.
-    return_masks: also return which neurons of each side are in a pair.
-
-  Returns:
-    [B] int counts of mutual pairs; with ``return_masks``, (counts, in_a [B, Na]
-    bool, in_b [B, Nb] bool): neuron i of A (j of B) is in at least one pair of
-    that resample (what a zoo-anchor analysis intersects across partners).
   """
   w = np.asarray(weights, dtype=np.float64)
   na, c = stats.cand_a.shape
@@ -173,20 +205,37 @@ def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,
   r_top_a = -np.sort(-r_ab, axis=-1)[..., :k]
   top_b = np.take_along_axis(np.broadcast_to(cb, r_ba.shape),
                              np.argsort(-r_ba, axis=-1, kind="stable")[..., :k], -1)
-  counts = np.zeros(len(w), dtype=np.int64)
-  in_a = np.zeros((len(w), na), bool) if return_masks else None
-  in_b = np.zeros((len(w), nb), bool) if return_masks else None
+  mutual = np.zeros((len(w), na, k), bool)
   for bi in range(len(w)):
     # j = top_a[i, m] is mutual when i is among top_b[j]: [Na, k, k] comparisons.
-    ok = (top_b[bi][top_a[bi]] == np.arange(na)[:, None, None]).any(-1)
-    ok &= np.isfinite(r_top_a[bi])
-    if r_min is not None:
-      ok &= r_top_a[bi] >= r_min
-    counts[bi] = int(ok.sum())
-    if return_masks:
-      in_a[bi] = ok.any(-1)
-      in_b[bi, top_a[bi][ok]] = True
-  return (counts, in_a, in_b) if return_masks else counts
+    mutual[bi] = (top_b[bi][top_a[bi]] == np.arange(na)[:, None, None]).any(-1)
+  mutual &= np.isfinite(r_top_a)
+  return Resampled(mutual, r_top_a.astype(np.float32), top_a.astype(np.int32))
+
+
+def resample_counts(stats: DocStats, weights: np.ndarray, k: int = 1,
+                    r_min=None, return_masks: bool = False):
+  """Mutual-k-NN counts for each resample.
+
+  Args:
+    stats: from ``doc_stats``.
+    weights: [B, D] document multiplicities (a bootstrap resample per row).
+    k: mutual-k-NN criterion (k <= c).
+    r_min: optional threshold on r: a number, or [B] one per resample (a
+      threshold re-estimated with each resample).
+    return_masks: also return which neurons of each side are in a pair.
+
+  Returns:
+    [B] int counts of mutual pairs; with ``return_masks``, (counts, in_a [B, Na]
+    bool, in_b [B, Nb] bool): neuron i of A (j of B) is in at least one pair of
+    that resample (what a zoo-anchor analysis intersects across partners).
+  """
+  res = resample_pairs(stats, weights, k)
+  counts = res.counts(r_min)
+  if not return_masks:
+    return counts
+  in_a, in_b = res.masks(r_min, num_b=stats.cand_b.shape[0])
+  return counts, in_a, in_b
 
 
 def bootstrap_weights(num_docs: int, resamples: int, seed: int) -> np.ndarray:

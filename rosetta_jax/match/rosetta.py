@@ -65,14 +65,18 @@ class Criterion:
     k: mutual top-k (1: best buddies).
     r_min: a floor on r (None: none).
     null: how the dataset-permutation null sets a threshold: "none", "max" (r
-      above the strongest null pair) or "fdr" (the lowest r at which the null
-      explains at most a fraction ``q`` of the real pairs above it).
+      above the strongest null pair of any permutation) or "fdr" (the lowest r at
+      which the null's expected count explains at most a fraction ``q`` of the
+      real pairs above it).
     q: the FDR level of ``null="fdr"``.
+    permutations: independent null permutations (the null's expected count at a
+      threshold is their mean; the max rule takes the strongest over all).
   """
   k: int = 1
   r_min: float | None = None
   null: str = "max"
   q: float | None = None
+  permutations: int = 1
 
   def __post_init__(self):
     if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
@@ -83,29 +87,54 @@ class Criterion:
       raise ValueError("Criterion: q is given exactly when null='fdr'")
     if self.r_min is not None and not -1.0 <= self.r_min <= 1.0:
       raise ValueError(f"Criterion.r_min must lie in [-1, 1], got {self.r_min}")
+    p = self.permutations
+    if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 1:
+      raise ValueError(f"Criterion.permutations must be a positive integer, got {p!r}")
+
+  @property
+  def name(self) -> str:
+    """A short human-readable name ("mutual 1-NN, FDR q=0.05 over 8 permutations")."""
+    rule = {"none": "no null threshold", "max": "above the strongest null pair",
+            "fdr": f"FDR q={self.q:g}"}[self.null]
+    out = f"mutual {self.k}-NN, {rule}"
+    if self.null != "none":
+      out += f" ({self.permutations} permutation{'s' if self.permutations > 1 else ''})"
+    if self.r_min is not None:
+      out += f", r >= {self.r_min:g}"
+    return out
 
   def threshold(self, raw_r, null_r) -> float | None:
     """The r floor this criterion applies, given the mutual pairs' r on real data
-    (``raw_r``) and under the null (``null_r``, matched with the same k and r_min)."""
+    (``raw_r``) and under the null (``null_r``: the mutual pairs of all
+    ``permutations`` null runs pooled, matched with the same k and r_min)."""
     null_r = np.asarray(null_r, np.float64)
     if self.null == "none" or null_r.size == 0:
       return self.r_min
     if self.null == "max":
       above = float(np.nextafter(np.float32(null_r.max()), np.float32(np.inf)))
     else:
-      above = fdr_threshold(raw_r, null_r, self.q)
+      above = fdr_threshold(raw_r, null_r, self.q, permutations=self.permutations)
     return above if self.r_min is None else max(self.r_min, above)
 
+  def expected_false(self, null_r, threshold: float | None) -> float:
+    """The null's expected number of pairs at or above ``threshold``: the estimated
+    false positives of a count made with it (pooled null pairs / permutations)."""
+    null_r = np.asarray(null_r, np.float64)
+    n = null_r.size if threshold is None else int((null_r >= threshold).sum())
+    return n / self.permutations
 
-def fdr_threshold(real_r, null_r, q: float) -> float:
+
+def fdr_threshold(real_r, null_r, q: float, permutations: int = 1) -> float:
   """The lowest r threshold at which the permutation null explains at most a
   fraction ``q`` of the real mutual pairs above it.
 
-  Estimated false discovery rate at threshold t: #(null r >= t) / #(real r >= t),
+  Estimated false discovery rate at threshold t: E#(null r >= t) / #(real r >= t),
   both from the same matcher and criterion (the null with B's documents
-  shuffled). Thresholds are tried at the real pairs' r; the lowest whose rate is
-  <= q wins (as a step-up rule, so a noisy bump at high r does not stop it).
-  The max-null threshold is the q -> 0 limit.
+  shuffled; ``null_r`` pools ``permutations`` independent shuffles, so the
+  expected null count is the pooled count over ``permutations``). Thresholds are
+  tried at the real pairs' r; the lowest whose rate is <= q wins (as a step-up
+  rule, so a noisy bump at high r does not stop it). The max-null threshold is
+  the q -> 0 limit.
 
   Returns:
     The threshold, never above the max-null threshold (just above the strongest
@@ -114,12 +143,14 @@ def fdr_threshold(real_r, null_r, q: float) -> float:
   """
   if not 0.0 < q < 1.0:
     raise ValueError(f"the FDR level must lie in (0, 1), got {q}")
+  if permutations < 1:
+    raise ValueError(f"permutations must be >= 1, got {permutations}")
   real = np.sort(np.asarray(real_r, np.float64))[::-1]
   null = np.sort(np.asarray(null_r, np.float64))
   if real.size == 0:
     return float("inf")
   n_real = np.arange(1, real.size + 1)                    # real pairs with r >= real[i]
-  n_null = null.size - np.searchsorted(null, real, side="left")
+  n_null = (null.size - np.searchsorted(null, real, side="left")) / permutations
   ok = np.flatnonzero(n_null <= q * n_real)
   if ok.size == 0:
     return float(np.nextafter(real[0], np.inf))
@@ -224,6 +255,11 @@ def document_permutation(num_units: int, null_permutation, doc_ids=None) -> np.n
   Returns:
     [T] int64 order: unit t of the permuted B is unit order[t] of B.
   """
+  if doc_ids is None and not isinstance(null_permutation, (int, np.integer)):
+    perm = np.asarray(null_permutation, np.int64)          # a permutation of the units
+    if perm.shape != (num_units,) or not np.array_equal(np.sort(perm), np.arange(num_units)):
+      raise ValueError(f"null_permutation must permute the {num_units} units")
+    return perm
   if doc_ids is None:
     starts = np.arange(num_units)
   else:

@@ -104,7 +104,7 @@ class PermutedSource:
   def __init__(self, source, order):
     self.source = as_source(source)
     self.order = np.asarray(order, dtype=np.int64)
-    if sorted(self.order.tolist()) != list(range(self.source.num_units)):
+    if not np.array_equal(np.sort(self.order), np.arange(self.source.num_units)):
       raise ValueError("order must be a permutation of the source's units")
     self.num_units, self.num_neurons = self.source.num_units, self.source.num_neurons
 
@@ -119,3 +119,19 @@ class PermutedSource:
 
   def moments(self) -> Moments:
     return source_moments(self.source)   # a permutation of units keeps the moments.
+
+
+class SelectedSource(PermutedSource):
+  """Some of ``source``'s units, in the given order (a unit budget's subset):
+  unit t of the view is unit ``rows[t]``; its moments are its own."""
+
+  def __init__(self, source, rows):  # pylint: disable=super-init-not-called
+    self.source = as_source(source)
+    self.order = np.asarray(rows, dtype=np.int64)
+    if self.order.ndim != 1 or (self.order.size and (
+        self.order.min() < 0 or self.order.max() >= self.source.num_units)):
+      raise ValueError(f"rows must index the source's {self.source.num_units} units")
+    self.num_units, self.num_neurons = len(self.order), self.source.num_neurons
+
+  def moments(self) -> None:
+    return None       # a subset's moments are its own: one streaming pass computes them

@@ -79,3 +79,34 @@ def depth_profile(density_by_label: Mapping[str, tuple[np.ndarray, np.ndarray]])
                     yaxis=dict(title="fraction of the layer's neurons"),
                     template="plotly_white", height=420)
   return fig
+
+
+def beta_forest(rows: Sequence[tuple[str, float, Sequence[float]]],
+                title: str = "beta under each criterion") -> go.Figure:
+  """One beta with its interval per row (name, beta, (lo, hi)), beta = 1 marked."""
+  names = [r[0] for r in rows]
+  betas = np.array([r[1] for r in rows], np.float64)
+  lo = np.array([r[2][0] for r in rows], np.float64)
+  hi = np.array([r[2][1] for r in rows], np.float64)
+  fig = go.Figure(go.Scatter(
+      x=betas, y=names, mode="markers", marker=dict(size=9, color="#1f77b4"),
+      error_x=dict(type="data", symmetric=False, array=hi - betas, arrayminus=betas - lo)))
+  fig.add_vline(x=1.0, line=dict(color="#999", dash="dot"))
+  fig.update_layout(title=title, xaxis=dict(title="beta (95% CI)"),
+                    yaxis=dict(autorange="reversed"), template="plotly_white",
+                    height=120 + 32 * len(rows))
+  return fig
+
+
+def beta_vs_budget(units: Sequence[float], betas, cis,
+                   title: str = "beta against the unit budget") -> go.Figure:
+  """beta (declared criterion) on nested document subsets, by units matched."""
+  betas = np.asarray(betas, np.float64)
+  cis = np.asarray(cis, np.float64).reshape(-1, 2)
+  fig = go.Figure(go.Scatter(
+      x=list(units), y=betas, mode="lines+markers",
+      error_y=dict(type="data", symmetric=False, array=cis[:, 1] - betas,
+                   arrayminus=betas - cis[:, 0])))
+  fig.update_layout(title=title, xaxis=dict(type="log", title="units matched"),
+                    yaxis=dict(title="beta (95% CI)"), template="plotly_white", height=400)
+  return fig

@@ -64,11 +64,18 @@ class StudyConfig:
     k: mutual-k-NN criterion (1 = best buddies).
     r_min: minimum r of a Rosetta pair (none = no floor).
     null_threshold: also require r above the permutation null's threshold.
-    null_fdr: with null_threshold, the null rule's FDR level q in (0, 1) instead of
-      the strongest null pair (none = the max-null rule).
+    null_fdr: with null_threshold, the null rule's FDR level q in (0, 1) (none = the
+      max-null rule: r above the strongest null pair of any permutation).
+    null_permutations: independent dataset permutations of the null (>= 1; the
+      declared default is 8).
     bootstrap: document-bootstrap resamples for the intervals.
     candidates: per-neuron candidates kept for the bootstrap re-matching.
     seed: seed of the bootstrap and of the permutation null.
+    budgets: document fractions in (0, 1) of the unit-budget curve (beta on nested
+      subsets of the documents; empty = none).
+    untrained: also count untrained (random-init) zoo models at the same widths.
+    identity_null: also run the unit-identity null (B's units permuted among units
+      with the same text).
   """
   zoo: ZooConfig = ZooConfig()
   record_docs: int = 0
@@ -80,13 +87,20 @@ class StudyConfig:
   k: int = 1
   r_min: float | None = None
   null_threshold: bool = True
-  null_fdr: float | None = None
+  null_fdr: float | None = 0.05
+  null_permutations: int = 8
   bootstrap: int = 200
   candidates: int = 8
   seed: int = 0
+  budgets: tuple[float, ...] = (0.125, 0.25, 0.5)
+  untrained: bool = True
+  identity_null: bool = True
 
   def __post_init__(self):
     object.__setattr__(self, "depths", tuple(float(d) for d in self.depths))
+    object.__setattr__(self, "budgets", tuple(float(b) for b in self.budgets))
+    _check(all(0.0 < b < 1.0 for b in self.budgets), "budgets",
+           f"must be document fractions in (0, 1), got {list(self.budgets)}")
     _check(_is_int(self.record_docs) and self.record_docs >= 0, "record_docs",
            f"must be an integer >= 0 (0 = all), got {self.record_docs!r}")
     _check(_is_int(self.record_chars) and self.record_chars >= 0, "record_chars",
@@ -94,7 +108,7 @@ class StudyConfig:
     _check(self.record_docs == 0 or self.record_docs >= 4, "record_docs",
            f"needs at least 4 documents for the permutation null and the document "
            f"bootstrap, got {self.record_docs}")
-    for f in ("record_len", "record_batch", "k", "candidates"):
+    for f in ("record_len", "record_batch", "k", "candidates", "null_permutations"):
       v = getattr(self, f)
       _check(_is_int(v) and v >= 1, f, f"must be an integer >= 1, got {v!r}")
     _check(_is_int(self.bootstrap) and self.bootstrap >= 2, "bootstrap",
@@ -107,15 +121,15 @@ class StudyConfig:
            f"a correlation must lie in [-1, 1], got {self.r_min}")
     _check(self.null_fdr is None or 0.0 < self.null_fdr < 1.0, "null_fdr",
            f"must lie in (0, 1), got {self.null_fdr}")
-    _check(self.null_fdr is None or self.null_threshold, "null_fdr",
-           "is a rule of the null threshold: it needs null_threshold on")
 
   @property
   def criterion(self):
     """The Rosetta criterion these settings declare (``match.rosetta.Criterion``)."""
     from rosetta_jax.match.rosetta import Criterion  # pylint: disable=g-import-not-at-top
     null = "none" if not self.null_threshold else "max" if self.null_fdr is None else "fdr"
-    return Criterion(k=self.k, r_min=self.r_min, null=null, q=self.null_fdr)
+    return Criterion(k=self.k, r_min=self.r_min, null=null,
+                     q=self.null_fdr if null == "fdr" else None,
+                     permutations=self.null_permutations)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,21 +213,22 @@ class RecordConfig:
 
 
 PRESETS: dict[str, StudyConfig] = {
-    # the README's first command: 5 sizes (8x neurons), 2 seeds each.
+    # the README's first command: 5 sizes (8x neurons), 3 seeds each.
     "tiny": StudyConfig(
         zoo=ZooConfig(widths=(16, 32, 48, 64, 128), num_layers=2, steps=300, batch_size=16,
-                      seq_len=64, ckpt_every=100),
-        record_docs=0, record_chars=600, record_len=64, bootstrap=200),
+                      seq_len=64, ckpt_every=100, seeds=(0, 1, 2)),
+        record_docs=0, record_chars=300, record_len=64, bootstrap=200),
     # 7 sizes (12x neurons), 3 layers, longer training.
     "default": StudyConfig(
         zoo=ZooConfig(widths=(16, 32, 48, 64, 96, 128, 192), num_layers=3, steps=1000,
-                      batch_size=16, seq_len=128, ckpt_every=200, lr=2e-3, warmup=50),
+                      batch_size=16, seq_len=128, ckpt_every=200, lr=2e-3, warmup=50,
+                      seeds=(0, 1, 2)),
         record_docs=0, record_chars=0, record_len=128, bootstrap=500),
     # the largest zoo that is sensible on one accelerator.
     "paper": StudyConfig(
         zoo=ZooConfig(widths=(32, 64, 128, 192, 256, 384, 512, 768), num_layers=6,
                       head_dim=32, steps=20000, batch_size=64, seq_len=256, vocab_size=8192,
-                      ckpt_every=1000, lr=1e-3, warmup=500),
+                      ckpt_every=1000, lr=1e-3, warmup=500, seeds=(0, 1, 2)),
         record_len=256, bootstrap=1000),
 }
 

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 from absl import logging
 
-from rosetta_jax.analysis import stats
+from rosetta_jax.analysis import replicates, stats
 from rosetta_jax.report import figures
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
@@ -31,21 +31,44 @@ class ScalingResult:
   Attributes:
     models: the ``--models`` spec.
     pairs: one ``PairResult`` per pair of models, by increasing size.
-    fit: count ~ N^beta over the sizes (None with fewer than two sizes with pairs).
+    headline: the declared criterion's exponent over the sizes (mean count per
+      size; interval over models and documents; the regression interval beside).
+    sensitivity: {criterion name: ``replicates.Fit``} of the alternatives.
+    budgets: {document fraction: ``replicates.Fit``} of the declared criterion on
+      nested document subsets (1.0: the headline).
+    budget_units: {document fraction: units matched}.
+    leave_one_model_out: {model: beta without its pairs}.
+    converged: ``replicates.converged`` of the criteria and the budgets.
+    untrained: PairResults of the untrained zoo (empty: not run).
+    untrained_fit: their exponent (None: not run).
+    descriptive: why the fit is descriptive rather than an exponent ("" if not).
     anchors: ``context.anchor_sets`` (None unless every pair of >= 3 models was matched).
     model_info: name, neurons, layers, sites, neurons_per_layer, params per model.
     documents: documents recorded.
-    bootstrap: document resamples.
+    bootstrap: resamples.
     seconds: time per stage.
   """
   models: str
   pairs: tuple[context_lib.PairResult, ...]
-  fit: stats.PowerLawFit | None
+  headline: replicates.Fit
+  sensitivity: dict
+  budgets: dict
+  budget_units: dict
+  leave_one_model_out: dict
+  converged: dict
+  untrained: tuple[context_lib.PairResult, ...]
+  untrained_fit: replicates.Fit | None
+  descriptive: str
   anchors: dict | None
   model_info: tuple[dict, ...]
   documents: int
   bootstrap: int
   seconds: dict
+
+  @property
+  def fit(self) -> stats.PowerLawFit | None:
+    """The headline power law (declared criterion, model-and-document interval)."""
+    return self.headline.fit
 
   @property
   def sizes(self) -> np.ndarray:
@@ -55,38 +78,123 @@ class ScalingResult:
   def counts(self) -> np.ndarray:
     return np.array([p.count for p in self.pairs])
 
+  @property
+  def criterion(self) -> dict | None:
+    return self.pairs[0].criterion if self.pairs else None
+
   def to_json(self) -> dict:
+    ident = [p.identity for p in self.pairs]
     return {
         "study": NAME, "models": self.models,
         "sizes": self.sizes.tolist(), "counts": self.counts.tolist(),
-        "null_counts": [int(len(p.null_r)) for p in self.pairs],
-        "fractions": (self.counts / self.sizes).tolist(),
-        "criterion": self.pairs[0].criterion if self.pairs else None,
+        "null_counts": [p.null_count for p in self.pairs],
+        "false_positives": [p.false_positives for p in self.pairs],
+        "fractions": [p.fraction for p in self.pairs],
+        "criterion": self.criterion,
+        "criterion_name": criterion_name(self.criterion),
         "pairs": [p.summary() for p in self.pairs],
         "fit": self.fit.to_dict() if self.fit else None,
+        "headline": self.headline.to_dict(),
+        "descriptive": self.descriptive,
+        "sensitivity": {k: v.to_dict() for k, v in self.sensitivity.items()},
+        "budgets": {f"{k:g}": v.to_dict() for k, v in self.budgets.items()},
+        "budget_units": {f"{k:g}": v for k, v in self.budget_units.items()},
+        "leave_one_model_out": self.leave_one_model_out,
+        "converged": self.converged,
+        "identity_null": ({"counts": [i["count"] for i in ident],
+                           "raw_counts": [i["raw_count"] for i in ident],
+                           "fixed_units": ident[0]["fixed_units"]}
+                          if ident and all(i is not None for i in ident) else None),
+        "untrained": ({"pairs": [p.summary() for p in self.untrained],
+                       "counts": [p.count for p in self.untrained],
+                       "fit": self.untrained_fit.to_dict() if self.untrained_fit else None}
+                      if self.untrained else None),
         "units": self.pairs[0].units if self.pairs else 0, "documents": self.documents,
         "bootstrap": self.bootstrap, "model_info": list(self.model_info),
         "anchors": self.anchors, "seconds": self.seconds,
     }
 
 
+def criterion_name(crit: dict | None) -> str:
+  if not crit:
+    return ""
+  from rosetta_jax.match.rosetta import Criterion  # pylint: disable=g-import-not-at-top
+  return Criterion(**crit).name
+
+
+def _fits(pairs, resampler, names) -> dict:
+  out = {}
+  for name in names:
+    cs = [p.criterion_counts(name) for p in pairs]
+    out[name] = replicates.fit(resampler, [c for c, _ in cs], np.stack([b for _, b in cs], 1))
+  return out
+
+
+def _descriptive(ctx, pairs, groups) -> str:
+  why = []
+  if len(groups) < 4:
+    why.append(f"{len(groups)} sizes (an exponent needs at least 4)")
+  fams = {(ctx_family(p.model_a), ctx_family(p.model_b)) for p in pairs}
+  if any(a != b for a, b in fams) or len({f for ab in fams for f in ab}) > 1:
+    why.append("its pairs differ in family as well as size")
+  return "; ".join(why)
+
+
+def ctx_family(name: str) -> str:
+  """A model's family for the descriptive rule: the zoo, else its name's stem."""
+  base = name.rsplit("/", 1)[-1].lower()
+  for stem in ("zoo", "pythia", "opt", "qwen", "smollm", "llama", "gemma", "gpt2", "bert",
+               "minilm", "untrained"):
+    if stem in base:
+      return stem
+  return base
+
+
 def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> ScalingResult:
-  """Counts, intervals and the power law of every pair in the context."""
+  """Counts, intervals and the power law of every pair in the context, beside the
+  alternatives, the unit budget, the untrained baseline and the unit-identity null."""
   del cfg       # the pipeline's own config (ctx.cfg) is the study's
+  cfg = ctx.cfg
   results = tuple(ctx.result(p) for p in ctx.pairs)
-  sizes = np.array([r.size for r in results])
-  counts = np.array([r.count for r in results])
-  fit = None
-  if len(np.unique(sizes[counts > 0])) >= 2:
-    fit = stats.fit_power_law(sizes, counts,
-                              boot_counts=np.stack([r.boot_counts for r in results], 1))
-    logging.info("beta = %.3f [%.3f, %.3f] over %d sizes", fit.beta, *fit.ci, len(results))
+  groups = replicates.group_by_size([r.size for r in results],
+                                    [(r.model_a, r.model_b) for r in results])
+  resampler = replicates.ModelResampler(groups, len(ctx.weights), cfg.seed)
+  headline = replicates.fit(resampler, [r.count for r in results],
+                            np.stack([r.boot_counts for r in results], 1))
+  if headline.fit is not None:
+    logging.info("beta = %.3f [%.3f, %.3f] over %d sizes (%s)", headline.beta, *headline.ci,
+                 len(groups), resampler.resamples_text)
   else:
     logging.warning("fewer than two sizes with Rosetta pairs: no power-law fit")
+  names = list(results[0].sensitivity) if results else []
+  sensitivity = _fits(results, resampler, names)
+  budgets, budget_units = {1.0: headline}, {1.0: results[0].units if results else 0}
+  for f in cfg.budgets:
+    sub = tuple(context_lib.match_pair(ctx, p, budget=f) for p in ctx.pairs)
+    res_b = replicates.ModelResampler(groups, len(sub[0].boot_counts), cfg.seed)
+    budgets[f] = replicates.fit(res_b, [r.count for r in sub],
+                                np.stack([r.boot_counts for r in sub], 1))
+    budget_units[f] = sub[0].units
+  budgets = dict(sorted(budgets.items()))
+  budget_units = dict(sorted(budget_units.items()))
+  verdict = replicates.converged({"declared": headline, **sensitivity}, budgets)
+  untrained, untrained_fit = (), None
+  if ctx.models == "zoo" and cfg.untrained:
+    upairs = context_lib.untrained_pairs(ctx)
+    untrained = tuple(context_lib.match_pair(ctx, p) for p in upairs)
+    ug = replicates.group_by_size([r.size for r in untrained],
+                                  [(r.model_a, r.model_b) for r in untrained])
+    untrained_fit = replicates.fit(replicates.ModelResampler(ug, len(ctx.weights), cfg.seed),
+                                   [r.count for r in untrained],
+                                   np.stack([r.boot_counts for r in untrained], 1))
   return ScalingResult(
-      models=ctx.models, pairs=results, fit=fit, anchors=context_lib.anchor_sets(ctx, results),
-      model_info=ctx.info,
-      documents=len(ctx.docs), bootstrap=ctx.cfg.bootstrap,
+      models=ctx.models, pairs=results, headline=headline, sensitivity=sensitivity,
+      budgets=budgets, budget_units=budget_units,
+      leave_one_model_out=replicates.leave_one_model_out(groups, [r.count for r in results]),
+      converged=verdict, untrained=untrained, untrained_fit=untrained_fit,
+      descriptive=_descriptive(ctx, results, groups),
+      anchors=context_lib.anchor_sets(ctx, results), model_info=ctx.info,
+      documents=len(ctx.docs), bootstrap=cfg.bootstrap,
       seconds={**ctx.seconds, "match": sum(sum(r.seconds.values()) for r in results)})
 
 
@@ -96,56 +204,122 @@ def claims(result: ScalingResult) -> list[list]:
   if result.fit is None:
     return [[name, "one size: no fit", "", "not measurable"]]
   f = result.fit
-  return [[name, f"beta = {f.beta:.3f}", f"[{f.ci[0]:.3f}, {f.ci[1]:.3f}]",
-           "yes" if f.ci[1] < 1 else "no (CI reaches 1)"]]
+  agrees = "yes" if f.ci[1] < 1 else "no (CI reaches 1)"
+  if result.descriptive:
+    agrees = f"descriptive only ({result.descriptive})"
+  elif not result.converged["criteria_agree"]:
+    agrees += "; depends on the criterion"
+  return [[name, f"beta = {f.beta:.3f}", f"[{f.ci[0]:.3f}, {f.ci[1]:.3f}]", agrees]]
+
+
+def _ci(ci) -> str:
+  return "-" if ci is None or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _b(x) -> str:
+  return "-" if x is None else f"{x:.3f}"
 
 
 def section(rep: Report, result: ScalingResult) -> Report:
   """Adds the scaling study (claim 1) to a report."""
-  pairs, fit = result.pairs, result.fit
-  sizes, counts = result.sizes, result.counts
-  ci = np.array([p.count_ci for p in pairs]).reshape(-1, 2)
-  lo, hi = ci[:, 0], ci[:, 1]
-  labels = [p.label for p in pairs]
+  pairs, head = result.pairs, result.headline
+  fit = head.fit
+  crit = result.criterion or {}
   rep.section("Claim 1: Rosetta neurons grow as a sublinear power law")
   if fit is not None:
     verdict = ("sublinear: the fraction shrinks with size" if fit.ci[1] < 1 else
                "not significantly sublinear at this scale")
-    rep.text(f"count ~ N^beta with beta = {fit.beta:.3f}, 95% CI [{fit.ci[0]:.3f}, "
-             f"{fit.ci[1]:.3f}] (basic bootstrap over {fit.n_boot} document resamples, "
-             f"r2 = {fit.r2:.3f}); fraction ~ N^{fit.beta_fraction:.3f}. Verdict: {verdict}.")
+    kind = ("a descriptive slope, not an exponent: " + result.descriptive
+            if result.descriptive else "an exponent")
+    rep.text(f"Declared criterion: {criterion_name(crit)}. count ~ N^beta with beta = "
+             f"{fit.beta:.3f}, 95% CI [{fit.ci[0]:.3f}, {fit.ci[1]:.3f}] (basic bootstrap "
+             f"over {fit.n_boot} resamples of {head.resamples}); the regression interval "
+             f"across the {len(head.sizes)} sizes alone is {_ci(head.regression.ci)}. "
+             f"This is {kind}. Verdict: {verdict}.")
   else:
     rep.text("Only one model size has Rosetta pairs: no power law can be fitted.")
+  rep.text(result.converged["verdict"].capitalize() + ".")
   units = pairs[0].units if pairs else 0
-  crit = pairs[0].criterion if pairs else {}
   rep.text(f"{units} aligned units from {result.documents} held-out documents; Rosetta = "
-           f"mutual {crit.get('k', 1)}-nearest neighbours on Pearson r across all layers, "
-           f"null rule {crit.get('null')!r}"
-           + (f" (q = {crit['q']})" if crit.get("q") is not None else "") + ".", css="note")
+           f"mutual {crit.get('k', 1)}-nearest neighbours on Pearson r across all layers. "
+           "Size axis: the geometric mean of the two models' studied MLP neurons; the "
+           "fraction is taken against the smaller model.", css="note")
   if fit is not None:
-    rep.figure(figures.count_vs_size(fit, sizes, counts, lo, hi, labels))
-    rep.figure(figures.fraction_vs_size(fit, sizes, counts / sizes, lo / sizes, hi / sizes,
-                                        labels))
+    lo, hi = head.count_ci[:, 0], head.count_ci[:, 1]
+    labels = [f"N={s:.0f}" for s in head.sizes]
+    rep.figure(figures.count_vs_size(fit, head.sizes, head.counts, lo, hi, labels))
+    rep.figure(figures.fraction_vs_size(fit, head.sizes, head.counts / head.sizes,
+                                        lo / head.sizes, hi / head.sizes, labels))
+  rep.table(["pair", "neurons (A)", "count", "95% CI (documents)", "est. false positives",
+             "fraction", "mean r", "mutual NN (no threshold)", "null pairs / permutation",
+             "r threshold", "unit-identity null", "constant (excluded)"],
+            [[p.label, p.neurons_a, p.count, f"[{p.count_ci[0]:.0f}, {p.count_ci[1]:.0f}]",
+              f"{p.false_positives:.2f}", p.fraction,
+              float(p.r.mean()) if p.count else float("nan"), len(p.raw_r),
+              f"{p.null_count:.1f}", p.r_threshold if p.r_threshold is not None else "-",
+              p.identity["count"] if p.identity else "-",
+              p.excluded_a + p.excluded_b] for p in pairs])
+  rep.table(["size N", "pairs", "mean count", "95% CI (models and documents)"],
+            [[f"{s:.0f}", len(g), f"{c:.1f}", f"[{ci[0]:.1f}, {ci[1]:.1f}]"]
+             for s, c, ci, g in zip(head.sizes, head.counts, head.count_ci,
+                                    _groups(pairs))])
+  rows = [("declared: " + criterion_name(crit), head)] + list(result.sensitivity.items())
+  rep.section("Sensitivity: beta under the alternatives (same recordings)")
+  rep.table(["criterion", "beta", "95% CI", "regression CI", "counts per size"],
+            [[n, _b(f.beta), _ci(f.ci), _ci(f.regression.ci if f.regression else None),
+              " / ".join(f"{c:.0f}" for c in f.counts)] for n, f in rows])
+  fitted = [(n, f.beta, f.ci) for n, f in rows if f.fit is not None]
+  if fitted:
+    rep.figure(figures.beta_forest(fitted))
+  rep.text("Only the declared criterion is the headline; the others are reported so that "
+           "a reader sees how much the answer depends on the choice. 'excess over null' "
+           "is the raw mutual-pair count minus the null's expected count.", css="note")
+  rep.section("Unit budget")
+  bud = result.budgets
+  rep.table(["documents", "units", "beta", "95% CI"],
+            [[f"{f:g}", result.budget_units[f], _b(v.beta), _ci(v.ci)]
+             for f, v in bud.items()])
+  ok = [(result.budget_units[f], v.beta, v.ci) for f, v in bud.items() if v.fit is not None]
+  if len(ok) >= 2:
+    rep.figure(figures.beta_vs_budget([o[0] for o in ok], [o[1] for o in ok],
+                                      [o[2] for o in ok]))
+  lomo = {k: v for k, v in result.leave_one_model_out.items() if v is not None}
+  if lomo:
+    rep.text("Leave one model out: beta from " f"{min(lomo.values()):.3f} to "
+             f"{max(lomo.values()):.3f} (" + ", ".join(f"{k}: {v:.3f}"
+                                                       for k, v in lomo.items()) + ").")
+  rep.section("Baselines")
+  if result.untrained:
+    uf = result.untrained_fit
+    rep.text("Untrained (random-init) models at the same widths and seeds, counted by the "
+             "same criterion: counts " + " / ".join(str(p.count) for p in result.untrained)
+             + (f"; beta = {uf.beta:.3f} {_ci(uf.ci)}." if uf and uf.fit else "."))
+  if pairs and pairs[0].identity:
+    fixed = pairs[0].identity["fixed_units"]
+    rep.table(["pair", "Rosetta count", "unit-identity null count", "contextual (difference)"],
+              [[p.label, p.count, p.identity["count"], p.count - p.identity["count"]]
+               for p in pairs])
+    rep.text("Unit-identity null: B's units permuted among units with the same text (token "
+             "identity kept, context destroyed), under the same r floor. Pairs that survive "
+             "it are token detectors; the difference is the contextual Rosetta count. "
+             f"{fixed:.1%} of units have a text that occurs once and cannot move.",
+             css="note")
   rep.figure(figures.r_distribution({p.label: p.r for p in pairs}))
   rep.figure(figures.depth_profile({p.label: (np.asarray(p.depth_a), p.layer_density_a)
                                     for p in pairs}))
-  rep.table(["pair", "neurons (A)", "count", "95% CI", "fraction", "mean r",
-             "mutual NN (no threshold)", "null count", "null max r", "r threshold",
-             "constant (excluded)"],
-            [[p.label, p.neurons_a, p.count, f"[{p.count_ci[0]:.0f}, {p.count_ci[1]:.0f}]",
-              p.fraction, float(p.r.mean()) if p.count else float("nan"), len(p.raw_r),
-              len(p.null_r), p.null_r_max if p.null_r_max is not None else "-",
-              p.r_threshold if p.r_threshold is not None else "-",
-              p.excluded_a + p.excluded_b] for p in pairs])
-  rep.text("Null: B's held-out documents shuffled as whole blocks (same matcher). A pair "
-           "counts as Rosetta when it is a mutual nearest neighbour and, under the 'max' "
-           "null rule, its r exceeds the strongest null pair (under 'fdr', the lowest r "
-           "above which the null explains at most a fraction q of the pairs). Intervals: "
-           "basic bootstrap over documents, each resample re-matched among the candidates.",
-           css="note")
+  rep.text("Null: B's held-out documents shuffled as whole blocks (same matcher), "
+           f"{pairs[0].permutations if pairs else 0} independent permutations. Intervals: "
+           "basic bootstrap; each resample redraws the documents (re-matched among the "
+           "candidates), the models of each size (seeds, where a size has three or more), "
+           "and the null's permutations (the threshold re-estimated).", css="note")
   if result.anchors:
     anchor_section(rep, result.anchors)
   return rep
+
+
+def _groups(pairs):
+  g = replicates.group_by_size([p.size for p in pairs], [(p.model_a, p.model_b) for p in pairs])
+  return [x.columns for x in g]
 
 
 def anchor_section(rep: Report, anchors: dict) -> Report:

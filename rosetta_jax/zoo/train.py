@@ -208,6 +208,21 @@ def train_zoo(cfg: ZooConfig, zoo_dir: str, docs: Sequence[corpus_lib.Document] 
   return models
 
 
+def untrained_zoo(cfg: ZooConfig, zoo_dir: str) -> list[base.Model]:
+  """The zoo's models at initialisation (same widths, seeds and tokenizer, no
+  training step): the untrained baseline. Needs the trained zoo's tokenizer."""
+  tok = tokenizer_lib.Tokenizer.load(zoo_dir)
+  models = []
+  for width in cfg.widths:
+    mcfg = cfg.model_config(width)
+    module = gpt_neox.GPTNeoX(mcfg)
+    for seed in cfg.seeds:
+      params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"]
+      models.append(base.Model("untrained-" + model_name(width, seed), module, params, mcfg,
+                               tok))
+  return models
+
+
 def heldout_loss(model: base.Model, stream: np.ndarray, seq_len: int, n: int = 16) -> float:
   """Mean next-token loss on ``n`` fixed windows of a held-out token stream."""
   starts = np.linspace(0, len(stream) - seq_len - 2, n).astype(int)
