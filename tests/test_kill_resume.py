@@ -164,7 +164,7 @@ def test_sigkill_at_a_random_point_then_resume_is_identical(tmp_path):
       np.testing.assert_array_equal(x, y, err_msg=f"{how}: {f}")
   # The resumed stores hold what an uninterrupted recording holds, and verify.
   stores = store_lib.find_stores(os.path.join(work, "acts"))
-  assert len(stores) == 2 * len(CFG.zoo.widths)
+  assert len(stores) == 2 * 2 * len(CFG.zoo.widths)    # two seeds, trained and untrained
   for s in stores:
     st = store_lib.Store(s)
     other = store_lib.Store(os.path.join(ref, "acts", os.path.basename(s)))
