@@ -89,7 +89,8 @@ class Measured:
 
 
 def read_measured(path: str) -> Measured:
-  """The scaling study's per-pair counts and intervals from its results.json.
+  """The scaling study's counts per size and their intervals from its results.json
+  (the headline's mean per size when the study has one; else one pair per size).
 
   Raises:
     FileNotFoundError / ValueError: no file, or no ``pairs`` with counts and a ``fit``.
@@ -97,6 +98,18 @@ def read_measured(path: str) -> Measured:
   if not os.path.exists(path):
     raise FileNotFoundError(f"measured results not found: {path}")
   res = io_lib.read_json(path, what="a scaling study's results")
+  head = res.get("headline")
+  if head and head.get("beta") is not None:
+    # Replicated models: one point per size (the mean of its pairs), its interval
+    # over models and documents, and the headline exponent.
+    out = Measured(np.array(head["sizes"], float), np.array(head["counts"], float),
+                   np.array(head["count_ci"], float), float(head["beta"]),
+                   [float(c) for c in head["ci"]],
+                   [f"N={s:g}" for s in head["sizes"]], os.path.abspath(path))
+    if len(out.sizes) < 2 or np.any(out.counts <= 0):
+      raise ValueError(f"{path}: need >= 2 sizes with positive counts, got "
+                       f"{out.counts.tolist()}")
+    return out
   try:
     pairs = sorted(res["pairs"], key=lambda p: p["size"])
     fit = res["fit"]["count"]
