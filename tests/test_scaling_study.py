@@ -312,6 +312,14 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   explorer.write_explorer(ctx)
   rows, _ = explorer.load_rows(str(tmp_path / "run" / "explorer" / "inputs" / "rows.json"))
   assert sum(r.kind == "rosetta" for r in rows) == sum(res["counts"])
+  # The first null permutation's pairs, as null rows with their null r.
+  nulls = [r for r in rows if r.kind == "null"]
+  results = [ctx.result(p) for p in ctx.pairs]
+  assert len(nulls) == sum(len(x.null_idx_a) for x in results) > 0
+  first = results[0]
+  assert [r.r for r in nulls if r.group == f"{first.label} (null)"] == pytest.approx(
+      first.null_r[first.null_perm == 0].tolist(), abs=1e-6)
+  assert max(r.r for r in nulls) < min(r.r for r in rows if r.kind == "rosetta")
   anchor = [r for r in rows if r.kind == "anchor"]
   assert len(anchor) == sum(a["count"] for a in anchors.values())
   assert all(len(r.members) == 3 for r in anchor)

@@ -1,7 +1,8 @@
 """A study run's explorer: rows from the pipeline's pair results, then the page.
 
 ``write_explorer(ctx)`` takes a ``studies.context.Context``: every pair's Rosetta
-pairs (``PairResult.matches``), the anchors (``match.rosetta.anchors`` of each
+pairs (``PairResult.matches``) and its first null permutation's pairs
+(``PairResult.null_matches``, kind "null"), the anchors (``match.rosetta.anchors`` of each
 model's Rosetta masks, when every pair of three or more models was matched), the
 decoders' vocabulary projections (``ctx.vocab``); it saves them as the workdir's
 explorer inputs and builds ``W/explorer/index.html``.
@@ -67,6 +68,10 @@ def write_explorer(ctx, progress: bool = False) -> str:
   rows = []
   for r in results:
     rows += rows_from_matches(r.matches, group=r.label, depths=depths)
+    # The first null permutation's pairs through the same cards: what chance pairs
+    # look like beside the real ones.
+    rows += rows_from_matches(r.null_matches, kind="null", group=f"{r.label} (null)",
+                              depths=depths)
   rows += anchor_rows_of(results, models, depths)
   units = unit_text(ctx.docs, [m.tokenizer for m in models], next(iter(ctx.stores.values())))
   vocab = {m.name: v for m in models if (v := ctx.vocab(m))}

@@ -391,7 +391,7 @@ def model_info(m: base.Model) -> dict:
 # Pair results
 # ----------------------------------------------------------------------------
 
-PAIR_FORMAT = 2
+PAIR_FORMAT = 3
 
 # The alternatives reported beside the declared criterion (``sensitivity``):
 # (name, criterion fields; "declared" keeps the declared null rule).
@@ -439,6 +439,9 @@ class PairResult:
     raw_r: r of every mutual pair (declared k) before any r floor.
     null_r: r of the mutual pairs under the dataset-permutation null, all
       permutations pooled; ``null_perm`` the permutation of each.
+    null_idx_a, null_idx_b: the first permutation's mutual pairs (the rows of
+      ``null_r`` with ``null_perm == 0``, in order): what the explorer shows as null
+      pairs.
     false_positives: the null's expected count at the threshold (the count's
       estimated false positives).
     boot_counts: [B] the count in each document resample, re-matched among the
@@ -476,6 +479,8 @@ class PairResult:
   raw_r: np.ndarray
   null_r: np.ndarray
   null_perm: np.ndarray
+  null_idx_a: np.ndarray
+  null_idx_b: np.ndarray
   false_positives: float
   boot_counts: np.ndarray
   boot_threshold: np.ndarray
@@ -491,7 +496,7 @@ class PairResult:
   key: str
 
   _ARRAYS = ("offsets_a", "offsets_b", "idx_a", "idx_b", "r", "rank", "raw_r", "null_r",
-             "null_perm", "boot_counts", "boot_threshold")
+             "null_perm", "null_idx_a", "null_idx_b", "boot_counts", "boot_threshold")
 
   @property
   def count(self) -> int:
@@ -538,6 +543,15 @@ class PairResult:
     return rosetta.Matches.from_indices(self.idx_a, self.idx_b, self.r, self.rank,
                                         self.sites_a, self.offsets_a, self.sites_b,
                                         self.offsets_b, self.model_a, self.model_b)
+
+  @property
+  def null_matches(self) -> rosetta.Matches:
+    """The first null permutation's mutual pairs as a ``Matches`` table."""
+    r = self.null_r[self.null_perm == 0]
+    return rosetta.Matches.from_indices(self.null_idx_a, self.null_idx_b, r,
+                                        np.ones(len(r), np.int32), self.sites_a,
+                                        self.offsets_a, self.sites_b, self.offsets_b,
+                                        self.model_a, self.model_b)
 
   @property
   def depth_a(self) -> list[float]:
@@ -775,12 +789,15 @@ def match_pair(ctx: Context, pair: Pair, criterion: rosetta.Criterion | None = N
   seconds["match"] = time.time() - t0
   t0 = time.time()
   null_rs = {k: [] for k in ks}
-  for seed in null_seeds(cfg.seed, crit.permutations):
+  for p, seed in enumerate(null_seeds(cfg.seed, crit.permutations)):
     null, *_ = rosetta.match_sites(acts_a, acts_b, k=kmax, model_a=pair.a.name,
                                    model_b=pair.b.name, null_permutation=seed,
                                    doc_ids=doc, progress=ctx.progress)
     for k in ks:
-      null_rs[k].append(rosetta.mutual_pairs(null, k=k)[2])
+      ni, nj, nr = rosetta.mutual_pairs(null, k=k)
+      null_rs[k].append(nr)
+      if p == 0 and k == crit.k:
+        null_idx = (ni, nj)
   seconds["null"] = time.time() - t0
   raw = {k: rosetta.mutual_pairs(result, k=k)[2] for k in ks}
   nulls = {k: (np.concatenate(v), np.repeat(np.arange(len(v)), [len(x) for x in v]))
@@ -852,6 +869,7 @@ def match_pair(ctx: Context, pair: Pair, criterion: rosetta.Criterion | None = N
       idx_a=ia, idx_b=jb, r=r,
       rank=rosetta.pair_ranks(result, ia, jb) if len(ia) else np.zeros(0, np.int32),
       raw_r=raw[crit.k], null_r=nulls[crit.k][0], null_perm=nulls[crit.k][1].astype(np.int32),
+      null_idx_a=null_idx[0], null_idx_b=null_idx[1],
       false_positives=crit.expected_false(nulls[crit.k][0], r_min),
       boot_counts=np.asarray(boot, np.int64), boot_threshold=boot_t.astype(np.float64),
       members_a=in_a, members_b=in_b, sensitivity=sens, identity=identity,
