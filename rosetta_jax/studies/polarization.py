@@ -249,17 +249,22 @@ def effect_figure(result: PolarizationResult, eff: str = "d") -> go.Figure:
     y = np.array([e["metrics"][m][eff] for e in result.per_size])
     lo = np.array([e["metrics"][m][f"{eff}_ci"][0] for e in result.per_size])
     hi = np.array([e["metrics"][m][f"{eff}_ci"][1] for e in result.per_size])
-    t = result.trend[m][eff]
-    fig.add_trace(go.Scatter(
-        x=sizes, y=y, mode="lines+markers",
-        error_y=dict(type="data", symmetric=False, array=hi - y, arrayminus=y - lo),
-        name=f"{m} (slope {t['slope']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}])"))
+    _effect_trace(fig, sizes, y, lo, hi, m, result.trend[m][eff])
   fig.add_hline(y=0.5 if eff == "auroc" else 0.0, line=dict(color="#999", dash="dot"))
   fig.update_layout(title=f"Polarization: {'AUROC' if eff == 'auroc' else 'Cohen d'} "
                     "(Rosetta vs non-Rosetta, oriented: > baseline = Rosetta more selective)",
                     xaxis=dict(type="log", title="total MLP neurons N"),
                     yaxis=dict(title=eff), template="plotly_white", height=480)
   return fig
+
+
+def _effect_trace(fig, sizes, y, lo, hi, metric: str, trend: dict) -> None:
+  """One metric's effect vs size with its interval, its trend slope in the legend."""
+  fig.add_trace(go.Scatter(
+      x=sizes, y=y, mode="lines+markers",
+      error_y=dict(type="data", symmetric=False, array=hi - y, arrayminus=y - lo),
+      name=f"{metric} (slope {trend['slope']:.3f} [{trend['ci'][0]:.3f}, "
+           f"{trend['ci'][1]:.3f}])"))
 
 
 def control_figure(result: PolarizationResult, eff: str = "delta") -> go.Figure:
@@ -271,11 +276,7 @@ def control_figure(result: PolarizationResult, eff: str = "delta") -> go.Figure:
     y = np.array([v[eff] for v in x])
     lo = np.array([v[f"{eff}_ci"][0] for v in x])
     hi = np.array([v[f"{eff}_ci"][1] for v in x])
-    t = result.trend_control[m][eff]
-    fig.add_trace(go.Scatter(
-        x=sizes, y=y, mode="lines+markers",
-        error_y=dict(type="data", symmetric=False, array=hi - y, arrayminus=y - lo),
-        name=f"{m} (slope {t['slope']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}])"))
+    _effect_trace(fig, sizes, y, lo, hi, m, result.trend_control[m][eff])
   fig.add_hline(y=0.5 if eff == "auroc" else 0.0, line=dict(color="#999", dash="dot"))
   names = {"auroc": "AUROC", "delta": "Cliff's delta", "d": "Cohen d"}
   fig.update_layout(title=f"Polarization against the layer- and frequency-matched control: "
