@@ -8,10 +8,13 @@ a matplotlib PNG with the measured configurations placed on it.
 
 from __future__ import annotations
 
+import io
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rosetta_jax import io as io_lib
 from theory import variants as V
 
 
@@ -60,6 +63,8 @@ def plot(grids: dict, alphas, ratios, points: list[dict], path: str, n: float) -
     ax.set_title(title, fontsize=9)
     fig.colorbar(mesh, ax=ax, label=f"local beta at N = {n:g}")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  buf = io.BytesIO()                    # rendered whole, then renamed into place
+  fig.savefig(buf, format="png", dpi=110)
   plt.close(fig)
+  io_lib.atomic_write_bytes(path, buf.getvalue())
   return path
