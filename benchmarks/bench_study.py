@@ -7,7 +7,7 @@ Reads a finished study workdir (its config.json, models and stores) and, for one
 * record: re-records model A's studied sites into a temporary store, against the
   forward passes alone (the same windows through the jitted model at the measured
   forward throughput, best of 3);
-* match, null, identity, bootstrap: ``context.match_pair`` into a temporary workdir
+* match, null, identity, bootstrap: ``pairs.match_pair`` into a temporary workdir
   (nothing cached), against one exact Gram [N_a, T] x [T, N_b] in float32 at the
   matmul roofline of that shape on this machine (best of 3); the null is compared
   with ``permutations`` Grams;
@@ -34,7 +34,7 @@ from rosetta_jax import recording
 from rosetta_jax.io import read_json
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
-from rosetta_jax.studies import context, scaling
+from rosetta_jax.studies import context, pairs, scaling
 
 WORKDIR = flags.DEFINE_string("workdir", "runs/tiny", "A finished study workdir.")
 PAIR = flags.DEFINE_string("pair", None, "Pair label (default: the largest pair).")
@@ -98,7 +98,7 @@ def main(argv):
                  "forward passes"))
     fresh = context.Context(cfg, tmp, ctx.models, ctx.pairs, ctx.stores, ctx.docs,
                             ctx.weights, {}, progress=False)
-    res = context.match_pair(fresh, pair)
+    res = pairs.match_pair(fresh, pair)
     gram = gram_seconds(store.units_done, pair.a.num_neurons, pair.b.num_neurons)
     s = res.seconds
     rows.append(("match (top-k)", s["match"], gram, "one exact Gram"))

@@ -7,7 +7,7 @@ import pytest
 from rosetta_jax.analysis import bootstrap, replicates, stats
 from rosetta_jax.match import match, mutual_pairs
 from rosetta_jax.match.rosetta import Criterion, fdr_threshold
-from rosetta_jax.studies import context
+from rosetta_jax.studies import context, pairs
 
 
 def test_fdr_threshold_pools_permutations_by_their_mean():
@@ -164,7 +164,7 @@ def test_converged_verdict():
 
 def test_identity_order_keeps_text_and_moves_every_repeated_unit():
   token = np.array([3, 1, 3, 2, 1, 3, 7, 1])
-  order, fixed = context.identity_order(token, seed=0)
+  order, fixed = pairs.identity_order(token, seed=0)
   assert sorted(order.tolist()) == list(range(8))
   np.testing.assert_array_equal(token[order], token)
   stay = order == np.arange(8)
@@ -173,7 +173,7 @@ def test_identity_order_keeps_text_and_moves_every_repeated_unit():
 
 
 def test_budget_documents_nest():
-  subsets = [context.budget_documents(200, f, seed=0) for f in (0.125, 0.25, 0.5, 1.0)]
+  subsets = [pairs.budget_documents(200, f, seed=0) for f in (0.125, 0.25, 0.5, 1.0)]
   assert [len(s) for s in subsets] == [25, 50, 100, 200]
   for small, big in zip(subsets, subsets[1:]):
     assert set(small) <= set(big)

@@ -26,7 +26,7 @@ import numpy as np
 
 from rosetta_jax import io as io_lib
 from rosetta_jax import store as store_lib
-from rosetta_jax.studies import config, context
+from rosetta_jax.studies import config, context, pairs
 from rosetta_jax.zoo.config import ZooConfig
 
 CFG = config.StudyConfig(
@@ -81,7 +81,7 @@ def _pair_results(workdir: str) -> dict:
   out = {}
   for f in sorted(os.listdir(folder)):
     if f.endswith(".npz"):
-      r = context.PairResult.load(os.path.join(folder, f))
+      r = pairs.PairResult.load(os.path.join(folder, f))
       out[f] = (_strip_timing(r.summary()), r.boot_counts, r.members_a, r.members_b, r.raw_r,
                 r.null_r)
   return out

@@ -19,6 +19,7 @@ from rosetta_jax.models import load_model
 from rosetta_jax.analysis import bootstrap
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as common
+from rosetta_jax.studies import pairs
 
 CFG = dataclasses.replace(config_lib.get_preset("tiny"), record_docs=16, record_chars=300,
                           record_len=128, bootstrap=40, null_permutations=2, budgets=(),
@@ -85,7 +86,7 @@ def test_minilm_l6_vs_l3_is_sane_and_beats_the_null(recorded):
   pair = common.Pair("L6~L3", l6, l3)
   weights = bootstrap.bootstrap_weights(len(docs), CFG.bootstrap, CFG.seed)
   ctx = common.Context(CFG, str(recorded["root"]), "minilm", [pair], stores, docs, weights, {})
-  out = common.match_pair(ctx, pair).summary()
+  out = pairs.match_pair(ctx, pair).summary()
   print(f"\nL6~L3: {out['count']} pairs [{out['count_ci'][0]:.0f}, {out['count_ci'][1]:.0f}] "
         f"of {l3.num_neurons} L3 neurons, mean r {out['r_mean']:.3f}, units {out['units']}, "
         f"layer density {np.round(out['layer_density_a'], 3).tolist()}")

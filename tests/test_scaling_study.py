@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from rosetta_jax.studies import config, context, registry
+from rosetta_jax.studies import config, context, pairs, registry
 from rosetta_jax.zoo.config import ZooConfig
 
 # Three seeds per width (three pairs), four null permutations, one budget, the
@@ -74,7 +74,7 @@ def test_outputs_exist_and_are_sane(run):
 def test_sensitivity_baselines_and_verdict(run):
   workdir, res = run
   sens = res["sensitivity"]
-  assert list(sens) == [n for n, _ in context.SENSITIVITY] + [context.EXCESS]
+  assert list(sens) == [n for n, _ in pairs.SENSITIVITY] + [pairs.EXCESS]
   for p in res["pairs"]:
     s = p["sensitivity"]
     assert s["raw mutual NN"]["count"] == p["raw_count"]
@@ -83,7 +83,7 @@ def test_sensitivity_baselines_and_verdict(run):
     assert s["FDR q=0.01"]["count"] <= s["FDR q=0.05"]["count"] <= s["FDR q=0.1"]["count"]
     assert s["max-null"]["count"] <= s["FDR q=0.01"]["count"]
     assert s["r >= 0.5"]["count"] <= s["r >= 0.3"]["count"] <= p["raw_count"]
-    assert s[context.EXCESS]["count"] == pytest.approx(p["raw_count"] - p["null_count"])
+    assert s[pairs.EXCESS]["count"] == pytest.approx(p["raw_count"] - p["null_count"])
     # The unit-identity null keeps each unit's text: with one parallel-residual
     # layer, GPT-NeoX's MLP sees the token embedding only, so every unit's
     # activation is a function of its text and the null changes nothing.
@@ -107,7 +107,7 @@ def _pairs(workdir):
   out = []
   for f in sorted(os.listdir(os.path.join(workdir, "pairs"))):
     if f.endswith(".npz"):
-      r = context.PairResult.load(os.path.join(workdir, "pairs", f))
+      r = pairs.PairResult.load(os.path.join(workdir, "pairs", f))
       out.append(dict(r.summary(), boot_counts=r.boot_counts))
   return sorted(out, key=lambda p: p["size"])
 
@@ -136,7 +136,7 @@ def test_pair_results_round_trip_and_keys(run):
                           ctx.pairs, ctx.stores, ctx.docs, ctx.weights, {}, progress=False)
   raw = other.result(pair)
   assert raw.key != got.key and raw.count == len(got.raw_r) >= got.count
-  assert context.PairResult.load(os.path.join(workdir, "pairs",
+  assert pairs.PairResult.load(os.path.join(workdir, "pairs",
                                               f"{pair.label}-{got.key}.npz")).count == got.count
 
 
@@ -173,7 +173,7 @@ def test_seed_and_resample_count_get_their_own_cache_entries(run):
   assert {f: after[f] for f in before} == before             # nothing overwritten
   assert len(after) == len(before) + 4                       # two new npz + tsv
   assert open(os.path.join(workdir, "results.json"), "rb").read() == results_before
-  assert context.PairResult.load(os.path.join(
+  assert pairs.PairResult.load(os.path.join(
       workdir, "pairs", f"{pair.label}-{base.key}.npz")).summary()["resamples"] == 30
   # Each is found again under its own settings, and only there.
   again = with_cfg(seed=1).result(pair)
@@ -182,7 +182,7 @@ def test_seed_and_resample_count_get_their_own_cache_entries(run):
   # The resamples themselves are part of the key (not just their count and seed).
   odd = context.Context(MICRO, workdir, "zoo", ctx.pairs, ctx.stores, ctx.docs,
                         ctx.weights[::-1].copy(), {}, progress=False)
-  assert context.pair_key(odd, pair, MICRO.criterion) != base.key
+  assert pairs.pair_key(odd, pair, MICRO.criterion) != base.key
 
 
 
@@ -213,7 +213,7 @@ def test_damaged_chunk_is_refused_with_and_without_cached_pairs(run, tmp_path, d
   ctx = context.load_context(MICRO, work, progress=False)
   pair = next(p for p in ctx.pairs if acts in (context.safe_name(p.a.name),
                                                context.safe_name(p.b.name)))
-  cached = os.path.join(work, "pairs", f"{pair.label}-{context.pair_key(ctx, pair, MICRO.criterion)}.npz")
+  cached = os.path.join(work, "pairs", f"{pair.label}-{pairs.pair_key(ctx, pair, MICRO.criterion)}.npz")
   assert os.path.exists(cached)
   with pytest.raises(store_lib.StoreDamagedError, match=want):   # the cache lookup
     ctx.result(pair)

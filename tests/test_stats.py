@@ -116,11 +116,11 @@ def test_depth_has_one_definition():
 
 def test_degenerate_pair_interval_is_warned(caplog):
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from rosetta_jax.studies import context  # pylint: disable=g-import-not-at-top
-  fields = {f.name: None for f in dataclasses.fields(context.PairResult)}
-  res = context.PairResult(**{**fields, "label": "p", "idx_a": np.arange(5),
+  from rosetta_jax.studies import pairs  # pylint: disable=g-import-not-at-top
+  fields = {f.name: None for f in dataclasses.fields(pairs.PairResult)}
+  res = pairs.PairResult(**{**fields, "label": "p", "idx_a": np.arange(5),
                               "boot_counts": np.full(20, 5)})
-  assert context.warn_degenerate(res)
+  assert pairs.warn_degenerate(res)
   assert "degenerate" in caplog.text and "--record_docs" in caplog.text
   varied = dataclasses.replace(res, boot_counts=np.arange(20))
-  assert not context.warn_degenerate(varied)
+  assert not pairs.warn_degenerate(varied)

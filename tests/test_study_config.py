@@ -112,9 +112,15 @@ def test_refused_run_leaves_no_config_and_the_corrected_one_runs(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.loads((wd / "config.json").read_text())["config"] == config.to_dict(MICRO)
   res = json.loads((wd / "results.json").read_text())
-  # The run's explorer: one row per Rosetta pair of every model pair.
+  # The run's explorer: one row per Rosetta pair of every model pair, and one per
+  # pair of the first null permutation.
   rows = json.loads((wd / "explorer" / "inputs" / "rows.json").read_text())["rows"]
-  assert len(rows) == sum(res["counts"]) > 0
+  kinds = [r["kind"] for r in rows]
+  assert kinds.count("rosetta") == sum(res["counts"]) > 0
+  from rosetta_jax.studies import pairs  # pylint: disable=g-import-not-at-top
+  saved = [pairs.PairResult.load(str(f)) for f in (wd / "pairs").glob("*.npz")]
+  assert len(saved) == len(res["pairs"])
+  assert kinds.count("null") == sum(len(x.null_idx_a) for x in saved) > 0
   assert (wd / "explorer" / "index.html").stat().st_size > 1000
   # A second process in the same workdir is refused while one holds it.
   context.lock_workdir(str(wd))

@@ -33,6 +33,7 @@ from rosetta_jax.analysis import bootstrap, null as null_lib, stats
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as context_lib
+from rosetta_jax.studies import pairs as pairs_lib
 
 NAME = "null_ablation"
 TITLE = "rosetta_jax: permutation null and ablations"
@@ -92,7 +93,7 @@ def _cached(path: str, fn):
 
 def cache_prefix(ctx: context_lib.Context, pair) -> str:
   """Cache files of one pair: keyed on the pair's inputs and every setting used."""
-  parts = {"pair": context_lib.pair_key(ctx, pair, ctx.cfg.criterion), "ks": KS,
+  parts = {"pair": pairs_lib.pair_key(ctx, pair, ctx.cfg.criterion), "ks": KS,
            "r_mins": R_MINS, "candidates": CANDIDATES, "pooling": ctx.cfg.pooling}
   key = hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
   return os.path.join(ctx.workdir, OUTPUT, "cache", f"{pair.label}-{key}")

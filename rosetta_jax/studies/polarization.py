@@ -36,6 +36,7 @@ from rosetta_jax.analysis import controls, selectivity as sel, stats
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as context_lib
+from rosetta_jax.studies import pairs as pairs_lib
 
 NAME = "polarization"
 TITLE = "rosetta_jax: neuron polarization"
@@ -96,7 +97,7 @@ def _layers(offsets) -> np.ndarray:
   return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
-def pair_controls(res: context_lib.PairResult, frequency, boot_frequency, ros, members,
+def pair_controls(res: pairs_lib.PairResult, frequency, boot_frequency, ros, members,
                   seed: int):
   """Matched controls of a pair's pooled Rosetta sets (A's neurons, then B's).
 

@@ -1,7 +1,7 @@
 """The scaling study (claim 1): Rosetta count vs model size, with bootstrap intervals.
 
 ``run(ctx, cfg)`` counts the Rosetta pairs of every pair of models in the
-context (``context.match_pair``), fits count ~ N^beta over the sizes, and, when
+context (``pairs.match_pair``), fits count ~ N^beta over the sizes, and, when
 every pair of three or more models was matched, finds the anchors. Its outputs
 are the workdir's top-level ``results.json`` and ``report.html``.
 """
@@ -18,6 +18,7 @@ from rosetta_jax.report import figures
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as context_lib
+from rosetta_jax.studies import pairs as pairs_lib
 
 NAME = "scaling"
 TITLE = "rosetta_jax: Rosetta neuron scaling"
@@ -49,14 +50,14 @@ class ScalingResult:
     seconds: time per stage.
   """
   models: str
-  pairs: tuple[context_lib.PairResult, ...]
+  pairs: tuple[pairs_lib.PairResult, ...]
   headline: replicates.Fit
   sensitivity: dict
   budgets: dict
   budget_units: dict
   leave_one_model_out: dict
   converged: dict
-  untrained: tuple[context_lib.PairResult, ...]
+  untrained: tuple[pairs_lib.PairResult, ...]
   untrained_fit: replicates.Fit | None
   descriptive: str
   anchors: dict | None
@@ -170,7 +171,7 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
   sensitivity = _fits(results, resampler, names)
   budgets, budget_units = {1.0: headline}, {1.0: results[0].units if results else 0}
   for f in cfg.budgets:
-    sub = tuple(context_lib.match_pair(ctx, p, budget=f) for p in ctx.pairs)
+    sub = tuple(pairs_lib.match_pair(ctx, p, budget=f) for p in ctx.pairs)
     res_b = replicates.ModelResampler(groups, len(sub[0].boot_counts), cfg.seed)
     budgets[f] = replicates.fit(res_b, [r.count for r in sub],
                                 np.stack([r.boot_counts for r in sub], 1))
@@ -181,7 +182,7 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
   untrained, untrained_fit = (), None
   if ctx.models == "zoo" and cfg.untrained:
     upairs = context_lib.untrained_pairs(ctx)
-    untrained = tuple(context_lib.match_pair(ctx, p) for p in upairs)
+    untrained = tuple(pairs_lib.match_pair(ctx, p) for p in upairs)
     ug = replicates.group_by_size([r.size for r in untrained],
                                   [(r.model_a, r.model_b) for r in untrained])
     untrained_fit = replicates.fit(replicates.ModelResampler(ug, len(ctx.weights), cfg.seed),
@@ -193,7 +194,7 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
       leave_one_model_out=replicates.leave_one_model_out(groups, [r.count for r in results]),
       converged=verdict, untrained=untrained, untrained_fit=untrained_fit,
       descriptive=_descriptive(ctx, results, groups),
-      anchors=context_lib.anchor_sets(ctx, results), model_info=ctx.info,
+      anchors=pairs_lib.anchor_sets(ctx, results), model_info=ctx.info,
       documents=len(ctx.docs), bootstrap=cfg.bootstrap,
       seconds={**ctx.seconds, "match": sum(sum(r.seconds.values()) for r in results)})
 
