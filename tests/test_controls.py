@@ -174,7 +174,7 @@ def _synthetic_context(seed=0, resamples=6):
   neuron statistics of random activations and planted Rosetta sets."""
   import types  # pylint: disable=g-import-not-at-top
   from rosetta_jax.analysis import bootstrap, selectivity as sel  # pylint: disable=g-import-not-at-top
-  from rosetta_jax.studies import context as context_lib  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import pairs as pairs_lib  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   docs, per_doc = 24, 20
   labels = sel.UnitLabels.build(np.arange(docs + 1) * per_doc,
@@ -187,7 +187,7 @@ def _synthetic_context(seed=0, resamples=6):
     for m in models:
       x = rng.standard_t(4, (labels.num_units, m.num_neurons)) + rng.normal(0, 1, m.num_neurons)
       neuron_stats[m.name] = sel.neuron_stats(x.astype(np.float32), labels, top_m=8)
-    pair = context_lib.Pair(f"w{width}", *models)
+    pair = pairs_lib.Pair(f"w{width}", *models)
     n = 3 * width
     mask = lambda: rng.random(n) < 0.15
     offsets = np.arange(4) * width

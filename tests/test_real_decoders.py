@@ -17,6 +17,7 @@ from rosetta_jax.models.llama import LlamaConfig
 from rosetta_jax.models.qwen2 import Qwen2Config
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as common
+from rosetta_jax.studies import pairs
 
 SHAPES = {"smollm2-135m": (LlamaConfig, 30, 1536),
           "qwen2.5-coder-0.5b": (Qwen2Config, 24, 4864),
@@ -41,10 +42,10 @@ def test_cross_tokenizer_match_smollm2_vs_qwen05(tmp_path):
     acts.append({x: np.asarray(s.site(x).read(0, s.total_units)) for x in sites})
   units = stores[0].total_units
   assert units == stores[1].total_units > 200
-  assert np.array_equal(common.doc_index(stores[0]), common.doc_index(stores[1]))
+  assert np.array_equal(pairs.doc_index(stores[0]), pairs.doc_index(stores[1]))
   m = find_rosetta(acts[0], acts[1], k=1)
   null = find_rosetta(acts[0], acts[1], k=1, null_permutation=0,
-                      doc_ids=common.doc_index(stores[0]))
+                      doc_ids=pairs.doc_index(stores[0]))
   print(f"\nSmolLM2~Qwen0.5B (3 layers each, {units} units): {len(m)} pairs, mean r "
         f"{m.r.mean():.3f}; null {len(null)} pairs, mean r {null.r.mean():.3f}")
   assert 0 < len(m) <= 3 * a.neurons_per_layer

@@ -83,7 +83,7 @@ def test_shuffled_copy_every_neuron_finds_its_twin(recorded):
 
 def test_minilm_l6_vs_l3_is_sane_and_beats_the_null(recorded):
   l6, l3, stores, docs = (recorded[k] for k in ("l6", "l3", "stores", "docs"))
-  pair = common.Pair("L6~L3", l6, l3)
+  pair = pairs.Pair("L6~L3", l6, l3)
   weights = bootstrap.bootstrap_weights(len(docs), CFG.bootstrap, CFG.seed)
   ctx = common.Context(CFG, str(recorded["root"]), "minilm", [pair], stores, docs, weights, {})
   out = pairs.match_pair(ctx, pair).summary()
@@ -101,7 +101,7 @@ def test_minilm_l6_vs_l3_is_sane_and_beats_the_null(recorded):
   assert len(out["layer_density_a"]) == 6 and sum(out["layer_density_a"]) > 0
   # Document-permutation null: the same matcher with L3's documents misaligned.
   null = find_rosetta(_acts(stores[l6.name], l6), _acts(stores[l3.name], l3), k=1,
-                      null_permutation=0, doc_ids=common.doc_index(stores[l6.name]))
+                      null_permutation=0, doc_ids=pairs.doc_index(stores[l6.name]))
   print(f"null: {len(null)} pairs, mean r {null.r.mean():.3f}, max r {null.r.max():.3f}")
   assert r.mean() > null.r.mean() + 0.2
   assert (r > null.r.max()).sum() >= 0.25 * out["count"]

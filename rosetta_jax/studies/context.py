@@ -46,22 +46,10 @@ from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.match.sources import ConcatSource
 from rosetta_jax.models import base
 from rosetta_jax.studies import config as config_lib
+from rosetta_jax.studies.pairs import Pair, match_pair
 from rosetta_jax.zoo import train
 
 TOP_M = 32          # top-activating units kept per neuron by the neuron statistics
-
-
-@dataclasses.dataclass(frozen=True)
-class Pair:
-  """Two models compared at one size."""
-  label: str
-  a: base.Model
-  b: base.Model
-
-  @property
-  def size(self) -> float:
-    """Geometric mean of the two models' studied neuron counts."""
-    return float(np.sqrt(self.a.num_neurons * self.b.num_neurons))
 
 
 # ----------------------------------------------------------------------------
@@ -188,12 +176,6 @@ def record_models(models: Sequence[base.Model], docs, root: str,
   return stores
 
 
-def doc_index(store: store_lib.Store) -> np.ndarray:
-  """[T] document index of each unit."""
-  offs = store.documents["unit_offsets"]
-  return np.repeat(np.arange(len(offs) - 1), np.diff(offs))
-
-
 def tokenizers(models) -> list:  # pylint: disable=redefined-outer-name
   """The distinct tokenizers of ``models`` (by content), as the recorder aligned them."""
   toks = {}
@@ -276,7 +258,6 @@ class Context:
   def result(self, pair: Pair):
     """The pair's ``PairResult`` under the configured criterion (cached)."""
     if pair.label not in self._results:
-      from rosetta_jax.studies.pairs import match_pair  # pylint: disable=g-import-not-at-top
       self._results[pair.label] = match_pair(self, pair)
     return self._results[pair.label]
 

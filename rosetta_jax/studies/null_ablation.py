@@ -105,7 +105,7 @@ def pair_variants(ctx: context_lib.Context, pair, poolings=POOLINGS,
   cfg = ctx.cfg
   cache = cache_prefix(ctx, pair)
   sa, sb = ctx.stores[pair.a.name], ctx.stores[pair.b.name]
-  doc = context_lib.doc_index(sa)
+  doc = pairs_lib.doc_index(sa)
   null_criteria = [(1, None)] + [(1, r) for r in R_MINS]
   null = _cached(cache + "-null.json", lambda: null_lib.count_variants(
       _acts(sa, pair.a), _acts(sb, pair.b), doc, ctx.weights, null_criteria, CANDIDATES,

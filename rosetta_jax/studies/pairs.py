@@ -8,7 +8,8 @@ alternatives of ``SENSITIVITY`` and the unit-identity null, and returns a frozen
 ``PairResult``, cached in ``workdir/pairs`` under ``pair_key``: a hash of
 everything it depends on, so a study that needs other settings computes and
 keeps its own entry, never another's. ``anchor_sets`` intersects the pair
-results of three or more models.
+results of three or more models. ``ctx`` is always a ``studies.context.Context``
+(this module does not import it: the context imports the pairs).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 from absl import logging
@@ -29,10 +30,26 @@ from rosetta_jax import store as store_lib
 from rosetta_jax.analysis import bootstrap, stats
 from rosetta_jax.match import rosetta
 from rosetta_jax.match.sources import ConcatSource, SelectedSource, as_source
-from rosetta_jax.studies.context import Pair, doc_index
+from rosetta_jax.models import base
 
-if TYPE_CHECKING:
-  from rosetta_jax.studies.context import Context
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+  """Two models compared at one size."""
+  label: str
+  a: base.Model
+  b: base.Model
+
+  @property
+  def size(self) -> float:
+    """Geometric mean of the two models' studied neuron counts."""
+    return float(np.sqrt(self.a.num_neurons * self.b.num_neurons))
+
+
+def doc_index(store: store_lib.Store) -> np.ndarray:
+  """[T] document index of each unit."""
+  offs = store.documents["unit_offsets"]
+  return np.repeat(np.arange(len(offs) - 1), np.diff(offs))
 
 
 PAIR_FORMAT = 3
@@ -270,7 +287,7 @@ class PairResult:
     io_lib.atomic_write(path, "\n".join(lines) + "\n")
 
 
-def pair_key(ctx: Context, pair: Pair, criterion: rosetta.Criterion,
+def pair_key(ctx, pair: Pair, criterion: rosetta.Criterion,
              budget: float = 1.0) -> str:
   """Hash of everything a PairResult depends on.
 
@@ -382,7 +399,7 @@ def _floor(t: np.ndarray):
   return None if np.all(np.isnan(t)) else np.where(np.isnan(t), -np.inf, t)
 
 
-def match_pair(ctx: Context, pair: Pair, criterion: rosetta.Criterion | None = None,
+def match_pair(ctx, pair: Pair, criterion: rosetta.Criterion | None = None,
                budget: float = 1.0) -> PairResult:
   """Matches one pair, applies the criterion, bootstraps the count (cached).
 
@@ -539,7 +556,7 @@ def warn_degenerate(res: PairResult) -> bool:
   return False
 
 
-def anchor_sets(ctx: Context, results: Sequence[PairResult]) -> dict | None:
+def anchor_sets(ctx, results: Sequence[PairResult]) -> dict | None:
   """Neurons of each model with a Rosetta partner in *every* other model.
 
   Defined when every pair of >= 3 models was matched (a plain ``A,B,C`` list).

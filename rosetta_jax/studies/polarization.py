@@ -79,7 +79,7 @@ class PolarizationResult:
             "seconds": self.seconds}
 
 
-def pair_metrics(ctx: context_lib.Context, pair: context_lib.Pair):
+def pair_metrics(ctx: context_lib.Context, pair: pairs_lib.Pair):
   """Full-data and per-resample metrics of A's and B's neurons pooled, the Rosetta
   mask, and the per-resample Rosetta masks [B, Na + Nb]."""
   res = ctx.result(pair)
