@@ -57,6 +57,7 @@ def test_log_log_slope_and_config_errors():
     sim.SimConfig(budgets=(4,)).validate()
 
 
+@pytest.mark.slow   # 30 s; the theory study runs end to end in test_reproduce_studies
 def test_theory_sweep_smoke(tmp_path):
   measured = tmp_path / "scaling.json"
   measured.write_text(json.dumps({"fit": {"count": {"beta": 0.8, "ci": [0.7, 0.9]}}}))
