@@ -34,7 +34,8 @@ from rosetta_jax import recording
 from rosetta_jax.io import read_json
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
-from rosetta_jax.studies import context, pairs, scaling
+from rosetta_jax import pairs
+from rosetta_jax.studies import context, scaling
 
 WORKDIR = flags.DEFINE_string("workdir", "runs/tiny", "A finished study workdir.")
 PAIR = flags.DEFINE_string("pair", None, "Pair label (default: the largest pair).")

@@ -174,7 +174,7 @@ def _synthetic_context(seed=0, resamples=6):
   neuron statistics of random activations and planted Rosetta sets."""
   import types  # pylint: disable=g-import-not-at-top
   from rosetta_jax.analysis import bootstrap, selectivity as sel  # pylint: disable=g-import-not-at-top
-  from rosetta_jax.studies import pairs as pairs_lib  # pylint: disable=g-import-not-at-top
+  from rosetta_jax import pairs as pairs_lib  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   docs, per_doc = 24, 20
   labels = sel.UnitLabels.build(np.arange(docs + 1) * per_doc,

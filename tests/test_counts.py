@@ -7,7 +7,8 @@ import pytest
 from rosetta_jax.analysis import bootstrap, replicates, stats
 from rosetta_jax.match import match, mutual_pairs
 from rosetta_jax.match.rosetta import Criterion, fdr_threshold
-from rosetta_jax.studies import context, pairs
+from rosetta_jax import pairs
+from rosetta_jax.studies import context
 
 
 def test_fdr_threshold_pools_permutations_by_their_mean():

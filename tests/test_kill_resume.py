@@ -26,7 +26,8 @@ import numpy as np
 
 from rosetta_jax import io as io_lib
 from rosetta_jax import store as store_lib
-from rosetta_jax.studies import config, context, pairs
+from rosetta_jax import pairs
+from rosetta_jax.studies import config, context
 from rosetta_jax.zoo.config import ZooConfig
 
 CFG = config.StudyConfig(

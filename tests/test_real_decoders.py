@@ -17,7 +17,7 @@ from rosetta_jax.models.llama import LlamaConfig
 from rosetta_jax.models.qwen2 import Qwen2Config
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as common
-from rosetta_jax.studies import pairs
+from rosetta_jax import pairs
 
 SHAPES = {"smollm2-135m": (LlamaConfig, 30, 1536),
           "qwen2.5-coder-0.5b": (Qwen2Config, 24, 4864),

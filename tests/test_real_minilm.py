@@ -19,7 +19,7 @@ from rosetta_jax.models import load_model
 from rosetta_jax.analysis import bootstrap
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as common
-from rosetta_jax.studies import pairs
+from rosetta_jax import pairs
 
 CFG = dataclasses.replace(config_lib.get_preset("tiny"), record_docs=16, record_chars=300,
                           record_len=128, bootstrap=40, null_permutations=2, budgets=(),

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from rosetta_jax.studies import config, context, pairs, registry
+from rosetta_jax import pairs
+from rosetta_jax.studies import config, context, registry
 from rosetta_jax.zoo.config import ZooConfig
 
 # Three seeds per width (three pairs), four null permutations, one budget, the

@@ -116,7 +116,7 @@ def test_depth_has_one_definition():
 
 def test_degenerate_pair_interval_is_warned(caplog):
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from rosetta_jax.studies import pairs  # pylint: disable=g-import-not-at-top
+  from rosetta_jax import pairs  # pylint: disable=g-import-not-at-top
   fields = {f.name: None for f in dataclasses.fields(pairs.PairResult)}
   res = pairs.PairResult(**{**fields, "label": "p", "idx_a": np.arange(5),
                               "boot_counts": np.full(20, 5)})

@@ -117,7 +117,7 @@ def test_refused_run_leaves_no_config_and_the_corrected_one_runs(tmp_path):
   rows = json.loads((wd / "explorer" / "inputs" / "rows.json").read_text())["rows"]
   kinds = [r["kind"] for r in rows]
   assert kinds.count("rosetta") == sum(res["counts"]) > 0
-  from rosetta_jax.studies import pairs  # pylint: disable=g-import-not-at-top
+  from rosetta_jax import pairs  # pylint: disable=g-import-not-at-top
   saved = [pairs.PairResult.load(str(f)) for f in (wd / "pairs").glob("*.npz")]
   assert len(saved) == len(res["pairs"])
   assert kinds.count("null") == sum(len(x.null_idx_a) for x in saved) > 0

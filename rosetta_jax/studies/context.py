@@ -4,7 +4,7 @@
 (training the embedded zoo if asked), writes ``config.json``, records every
 model's MLP sites on the study's documents, and returns a ``Context``.
 ``ctx.result(pair)`` is that pair's ``PairResult`` under the declared criterion
-(``studies/pairs.py``: matched, null, bootstrapped, cached in ``workdir/pairs``
+(``rosetta_jax/pairs.py``: matched, null, bootstrapped, cached in ``workdir/pairs``
 under a key of everything that determines it).
 
 Workdir layout::
@@ -46,7 +46,7 @@ from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.match.sources import ConcatSource
 from rosetta_jax.models import base
 from rosetta_jax.studies import config as config_lib
-from rosetta_jax.studies.pairs import Pair, match_pair
+from rosetta_jax.pairs import Pair, match_pair
 from rosetta_jax.zoo import train
 
 TOP_M = 32          # top-activating units kept per neuron by the neuron statistics

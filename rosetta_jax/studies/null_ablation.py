@@ -33,7 +33,7 @@ from rosetta_jax.analysis import bootstrap, null as null_lib, stats
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as context_lib
-from rosetta_jax.studies import pairs as pairs_lib
+from rosetta_jax import pairs as pairs_lib
 
 NAME = "null_ablation"
 TITLE = "rosetta_jax: permutation null and ablations"

@@ -36,7 +36,7 @@ from rosetta_jax.analysis import controls, selectivity as sel, stats
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as context_lib
-from rosetta_jax.studies import pairs as pairs_lib
+from rosetta_jax import pairs as pairs_lib
 
 NAME = "polarization"
 TITLE = "rosetta_jax: neuron polarization"

@@ -18,7 +18,7 @@ from rosetta_jax.report import figures
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import config as config_lib
 from rosetta_jax.studies import context as context_lib
-from rosetta_jax.studies import pairs as pairs_lib
+from rosetta_jax import pairs as pairs_lib
 
 NAME = "scaling"
 TITLE = "rosetta_jax: Rosetta neuron scaling"
