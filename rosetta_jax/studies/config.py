@@ -218,11 +218,12 @@ PRESETS: dict[str, StudyConfig] = {
         zoo=ZooConfig(widths=(16, 32, 48, 64, 128), num_layers=2, steps=300, batch_size=16,
                       seq_len=64, ckpt_every=100, seeds=(0, 1, 2)),
         record_docs=0, record_chars=300, record_len=64, bootstrap=200),
-    # 7 sizes (12x neurons), 3 layers, longer training.
+    # 7 sizes (12x neurons), 3 layers, longer training; two architectures, each with
+    # its own tokenizer, so every width has pairs across seeds and across architectures.
     "default": StudyConfig(
         zoo=ZooConfig(widths=(16, 32, 48, 64, 96, 128, 192), num_layers=3, steps=1000,
                       batch_size=16, seq_len=128, ckpt_every=200, lr=2e-3, warmup=50,
-                      seeds=(0, 1, 2)),
+                      seeds=(0, 1, 2), families=("gpt_neox", "llama")),
         record_docs=0, record_chars=0, record_len=128, bootstrap=500),
     # the largest zoo that is sensible on one accelerator.
     "paper": StudyConfig(

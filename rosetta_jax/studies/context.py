@@ -126,13 +126,30 @@ def resolve_models(spec: str, cfg: config_lib.StudyConfig, workdir: str,
 
 
 def zoo_pairs(models: Sequence[base.Model], prefix: str = "") -> list[Pair]:
-  """Every pair of seeds within each width ("w64-s0s1"), by width then seeds."""
-  by_width = {}
+  """The zoo's pairs, by width: every pair of seeds within each family
+  ("w64-s0s1" for GPT-NeoX, "w64-llama-s0s1"), then, when the zoo has several
+  families, the same seed across families ("w64-gpt_neox-llama-s0")."""
+  by_width: dict = {}
   for m in models:
-    by_width.setdefault(m.config.hidden_size, []).append(m)
+    fam = train.family_of(m.name)
+    by_width.setdefault(m.config.hidden_size, {}).setdefault(fam, []).append(m)
   seed = lambda m: m.name.rsplit("-s", 1)[-1]
-  return [Pair(f"{prefix}w{w}-s{seed(a)}s{seed(b)}", a, b)
-          for w, ms in by_width.items() for a, b in itertools.combinations(ms, 2)]
+  out = []
+  for w, fams in by_width.items():
+    for fam, ms in fams.items():
+      tag = "" if fam == "gpt_neox" else f"{fam}-"
+      out += [Pair(f"{prefix}w{w}-{tag}s{seed(a)}s{seed(b)}", a, b)
+              for a, b in itertools.combinations(ms, 2)]
+    for fa, fb in itertools.combinations(list(fams), 2):
+      seeds_b = {seed(m): m for m in fams[fb]}
+      out += [Pair(f"{prefix}w{w}-{fa}-{fb}-s{seed(a)}", a, seeds_b[seed(a)])
+              for a in fams[fa] if seed(a) in seeds_b]
+  return out
+
+
+def pair_kind(model_a: str, model_b: str) -> str:
+  """"seeds" (one zoo family, two seeds) or "architectures" (two families)."""
+  return "seeds" if train.family_of(model_a) == train.family_of(model_b) else "architectures"
 
 
 def _short(name: str) -> str:

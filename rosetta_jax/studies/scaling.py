@@ -43,6 +43,9 @@ class ScalingResult:
     untrained: PairResults of the untrained zoo (empty: not run).
     untrained_fit: their exponent (None: not run).
     descriptive: why the fit is descriptive rather than an exponent ("" if not).
+    by_kind: {"seeds" | "architectures": ``replicates.Fit``} of the declared
+      criterion on each kind of zoo pair, when the zoo has several families
+      (empty otherwise).
     anchors: ``context.anchor_sets`` (None unless every pair of >= 3 models was matched).
     model_info: name, neurons, layers, sites, neurons_per_layer, params per model.
     documents: documents recorded.
@@ -60,6 +63,7 @@ class ScalingResult:
   untrained: tuple[pairs_lib.PairResult, ...]
   untrained_fit: replicates.Fit | None
   descriptive: str
+  by_kind: dict
   anchors: dict | None
   model_info: tuple[dict, ...]
   documents: int
@@ -97,6 +101,7 @@ class ScalingResult:
         "fit": self.fit.to_dict() if self.fit else None,
         "headline": self.headline.to_dict(),
         "descriptive": self.descriptive,
+        "by_kind": {k: v.to_dict() for k, v in self.by_kind.items()},
         "sensitivity": {k: v.to_dict() for k, v in self.sensitivity.items()},
         "budgets": {f"{k:g}": v.to_dict() for k, v in self.budgets.items()},
         "budget_units": {f"{k:g}": v for k, v in self.budget_units.items()},
@@ -129,6 +134,24 @@ def _fits(pairs, resampler, names) -> dict:
     cs = [p.criterion_counts(name) for p in pairs]
     out[name] = replicates.fit(resampler, [c for c, _ in cs], np.stack([b for _, b in cs], 1))
   return out
+
+
+def _fit_of(results, seed: int, resamples: int) -> replicates.Fit:
+  groups = replicates.group_by_size([r.size for r in results],
+                                    [(r.model_a, r.model_b) for r in results])
+  return replicates.fit(replicates.ModelResampler(groups, resamples, seed),
+                        [r.count for r in results], np.stack([r.boot_counts for r in results], 1))
+
+
+def by_kind(results, seed: int, resamples: int) -> dict:
+  """The declared criterion's fit on each kind of zoo pair (``context.pair_kind``),
+  when there is more than one kind."""
+  kinds: dict = {}
+  for r in results:
+    kinds.setdefault(context_lib.pair_kind(r.model_a, r.model_b), []).append(r)
+  if len(kinds) < 2:
+    return {}
+  return {k: _fit_of(v, seed, resamples) for k, v in sorted(kinds.items())}
 
 
 def _descriptive(ctx, pairs, groups) -> str:
@@ -183,17 +206,14 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
   if ctx.models == "zoo" and cfg.untrained:
     upairs = context_lib.untrained_pairs(ctx)
     untrained = tuple(pairs_lib.match_pair(ctx, p) for p in upairs)
-    ug = replicates.group_by_size([r.size for r in untrained],
-                                  [(r.model_a, r.model_b) for r in untrained])
-    untrained_fit = replicates.fit(replicates.ModelResampler(ug, len(ctx.weights), cfg.seed),
-                                   [r.count for r in untrained],
-                                   np.stack([r.boot_counts for r in untrained], 1))
+    untrained_fit = _fit_of(untrained, cfg.seed, len(ctx.weights))
   return ScalingResult(
       models=ctx.models, pairs=results, headline=headline, sensitivity=sensitivity,
       budgets=budgets, budget_units=budget_units,
       leave_one_model_out=replicates.leave_one_model_out(groups, [r.count for r in results]),
       converged=verdict, untrained=untrained, untrained_fit=untrained_fit,
       descriptive=_descriptive(ctx, results, groups),
+      by_kind=by_kind(results, cfg.seed, len(ctx.weights)) if ctx.models == "zoo" else {},
       anchors=pairs_lib.anchor_sets(ctx, results), model_info=ctx.info,
       documents=len(ctx.docs), bootstrap=cfg.bootstrap,
       seconds={**ctx.seconds, "match": sum(sum(r.seconds.values()) for r in results)})
@@ -264,6 +284,16 @@ def section(rep: Report, result: ScalingResult) -> Report:
             [[f"{s:.0f}", len(g), f"{c:.1f}", f"[{ci[0]:.1f}, {ci[1]:.1f}]"]
              for s, c, ci, g in zip(head.sizes, head.counts, head.count_ci,
                                     _groups(pairs))])
+  if result.by_kind:
+    rep.section("Pairs across seeds and across architectures")
+    rep.table(["pairs", "beta", "95% CI (models and documents)", "regression CI",
+               "mean count per size"],
+              [[k, _b(f.beta), _ci(f.ci), _ci(f.regression.ci if f.regression else None),
+                " / ".join(f"{c:.1f}" for c in f.counts)] for k, f in result.by_kind.items()])
+    rep.text("'seeds': two seeds of one architecture (same tokenizer); 'architectures': "
+             "GPT-NeoX against the Llama-style family at the same width and seed (different "
+             "tokenizers, units aligned by byte span). The headline fits both together.",
+             css="note")
   rows = [("declared: " + criterion_name(crit), head)] + list(result.sensitivity.items())
   rep.section("Sensitivity: beta under the alternatives (same recordings)")
   rep.table(["criterion", "beta", "95% CI", "regression CI", "counts per size"],

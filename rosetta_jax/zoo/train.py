@@ -1,4 +1,5 @@
-"""Trains the embedded model zoo: GPT-NeoX models at several widths, several seeds.
+"""Trains the embedded model zoo: one or two architectures (GPT-NeoX, Llama-style)
+at several widths, several seeds each.
 
 The seeds of one width are trained together, ``vmap``-ed: one compiled step
 updates every seed's parameters (different inits, different data orders). The
@@ -13,6 +14,8 @@ Layout of a zoo directory::
     zoo_dir/tokenizer.json          the byte-level BPE trained on the corpus
     zoo_dir/w{width}/ckpt/{step}/   orbax checkpoints (params + opt state, all seeds)
     zoo_dir/w{width}/final/         final parameters of all seeds (orbax)
+    zoo_dir/llama/tokenizer.json    the Llama-style family's own BPE (when trained)
+    zoo_dir/llama/w{width}/...      its checkpoints and final parameters, as above
 """
 
 from __future__ import annotations
@@ -33,12 +36,31 @@ from tqdm.auto import tqdm
 from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.data import tokenizer as tokenizer_lib
 from rosetta_jax.io import atomic_write_json, read_json
-from rosetta_jax.models import base, gpt_neox
+from rosetta_jax.models import base, gpt_neox, llama
 from rosetta_jax.zoo.config import ZooConfig, to_dict
 
+MODULES = {"gpt_neox": gpt_neox.GPTNeoX, "llama": llama.Llama}
 
-def model_name(width: int, seed: int) -> str:
-  return f"zoo-w{width}-s{seed}"
+
+def model_name(width: int, seed: int, family: str = "gpt_neox") -> str:
+  """``zoo-w64-s0`` (GPT-NeoX, the first family) or ``zoo-llama-w64-s0``."""
+  return f"zoo-w{width}-s{seed}" if family == "gpt_neox" else f"zoo-{family}-w{width}-s{seed}"
+
+
+def family_of(name: str) -> str:
+  """The zoo family of a model name from ``model_name`` (untrained prefix allowed)."""
+  stem = name.rsplit("/", 1)[-1]
+  return "llama" if "zoo-llama-" in stem else "gpt_neox"
+
+
+def family_dir(zoo_dir: str, family: str) -> str:
+  """Where a family's tokenizer and widths live (GPT-NeoX: the zoo directory itself)."""
+  return zoo_dir if family == "gpt_neox" else os.path.join(zoo_dir, family)
+
+
+def make_module(cfg: ZooConfig, width: int, family: str = "gpt_neox"):
+  mcfg = cfg.model_config(width, family)
+  return MODULES[family](mcfg), mcfg
 
 
 # ----------------------------------------------------------------------------
@@ -78,7 +100,7 @@ def _optimizer(cfg: ZooConfig) -> optax.GradientTransformation:
                      optax.adamw(sched, b1=0.9, b2=0.95, weight_decay=cfg.weight_decay))
 
 
-def loss_fn(module: gpt_neox.GPTNeoX, params, windows):
+def loss_fn(module, params, windows):
   """Mean next-token cross-entropy of [batch, seq + 1] windows."""
   logits, _ = module.apply({"params": params}, windows[:, :-1])
   return optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, 1:]).mean()
@@ -107,8 +129,9 @@ def _init(module, opt, cfg: ZooConfig):
 
 
 def train_width(cfg: ZooConfig, width: int, stream: np.ndarray, width_dir: str,
-                stop_after: int | None = None, progress: bool = True) -> tuple[dict, list]:
-  """Trains (or resumes, or loads) every seed of one width.
+                stop_after: int | None = None, progress: bool = True,
+                family: str = "gpt_neox") -> tuple[dict, list]:
+  """Trains (or resumes, or loads) every seed of one width of one family.
 
   Args:
     cfg: the zoo config.
@@ -117,11 +140,12 @@ def train_width(cfg: ZooConfig, width: int, stream: np.ndarray, width_dir: str,
     width_dir: ``zoo_dir/w{width}``.
     stop_after: stop after this many steps (simulates an interruption; tests).
     progress: show a progress bar.
+    family: the architecture (``zoo.config.FAMILIES``).
 
   Returns:
     (stacked params [seeds, ...], losses logged this call as (step, [loss per seed])).
   """
-  module = gpt_neox.GPTNeoX(cfg.model_config(width))
+  module, _ = make_module(cfg, width, family)
   final_dir = os.path.join(width_dir, "final")
   if os.path.exists(final_dir):
     return _restore(final_dir, module, cfg), []
@@ -140,7 +164,7 @@ def train_width(cfg: ZooConfig, width: int, stream: np.ndarray, width_dir: str,
       logging.info("w%d: resumed from step %d", width, start)
     step_fn = _make_step(module, opt, cfg)
     stream = jnp.asarray(stream)
-    bar = tqdm(range(start, cfg.steps), desc=f"train w{width} x{len(cfg.seeds)} seeds",
+    bar = tqdm(range(start, cfg.steps), desc=f"train {family} w{width} x{len(cfg.seeds)} seeds",
                disable=not progress, initial=start, total=cfg.steps, leave=False)
     for step in bar:
       params, opt_state, loss = step_fn(params, opt_state, stream, jnp.int32(step))
@@ -190,36 +214,43 @@ def train_zoo(cfg: ZooConfig, zoo_dir: str, docs: Sequence[corpus_lib.Document] 
     raise ValueError("cannot train the zoo on an empty corpus")
   meta = {"zoo": to_dict(cfg), "corpus": corpus_lib.corpus_hash(docs)}
   _check_zoo_dir(zoo_dir, json.loads(json.dumps(meta)))
-  tok_path = os.path.join(zoo_dir, tokenizer_lib.FILENAME)
-  if os.path.exists(tok_path):
-    tok = tokenizer_lib.Tokenizer.load(zoo_dir)
-  else:
-    tok = tokenizer_lib.train_bpe((d.text for d in docs), cfg.vocab_size)
-    tok.save(zoo_dir)
-  stream = token_stream(tok, docs)
   models = []
-  for width in tqdm(cfg.widths, desc="zoo", disable=not progress):
-    params, _ = train_width(cfg, width, stream, os.path.join(zoo_dir, f"w{width}"),
-                            progress=progress)
-    mcfg = cfg.model_config(width)
-    for i, seed in enumerate(cfg.seeds):
-      p = jax.tree_util.tree_map(lambda x: x[i], params)
-      models.append(base.Model(model_name(width, seed), gpt_neox.GPTNeoX(mcfg), p, mcfg, tok))
+  for family in cfg.families:
+    fdir = family_dir(zoo_dir, family)
+    tok = family_tokenizer(cfg, family, fdir, docs)
+    stream = token_stream(tok, docs)
+    for width in tqdm(cfg.widths, desc=f"zoo ({family})", disable=not progress):
+      params, _ = train_width(cfg, width, stream, os.path.join(fdir, f"w{width}"),
+                              progress=progress, family=family)
+      module, mcfg = make_module(cfg, width, family)
+      for i, seed in enumerate(cfg.seeds):
+        p = jax.tree_util.tree_map(lambda x: x[i], params)
+        models.append(base.Model(model_name(width, seed, family), module, p, mcfg, tok))
   return models
+
+
+def family_tokenizer(cfg: ZooConfig, family: str, fdir: str, docs) -> tokenizer_lib.Tokenizer:
+  """The family's BPE, trained on the corpus once and kept in its directory."""
+  if os.path.exists(os.path.join(fdir, tokenizer_lib.FILENAME)):
+    return tokenizer_lib.Tokenizer.load(fdir)
+  tok = tokenizer_lib.train_bpe((d.text for d in docs), cfg.vocab_for(family))
+  os.makedirs(fdir, exist_ok=True)
+  tok.save(fdir)
+  return tok
 
 
 def untrained_zoo(cfg: ZooConfig, zoo_dir: str) -> list[base.Model]:
   """The zoo's models at initialisation (same widths, seeds and tokenizer, no
   training step): the untrained baseline. Needs the trained zoo's tokenizer."""
-  tok = tokenizer_lib.Tokenizer.load(zoo_dir)
   models = []
-  for width in cfg.widths:
-    mcfg = cfg.model_config(width)
-    module = gpt_neox.GPTNeoX(mcfg)
-    for seed in cfg.seeds:
-      params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"]
-      models.append(base.Model("untrained-" + model_name(width, seed), module, params, mcfg,
-                               tok))
+  for family in cfg.families:
+    tok = tokenizer_lib.Tokenizer.load(family_dir(zoo_dir, family))
+    for width in cfg.widths:
+      module, mcfg = make_module(cfg, width, family)
+      for seed in cfg.seeds:
+        params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"]
+        models.append(base.Model("untrained-" + model_name(width, seed, family), module,
+                                 params, mcfg, tok))
   return models
 
 

@@ -1,0 +1,91 @@
+"""The zoo's second architecture: a Llama-style family with its own tokenizer.
+
+A zoo of two families gives, at every width, pairs across seeds within each family
+and pairs across families; the cross-family pairs are matched on byte-span units
+(the two tokenizers cut the text differently), through the same pipeline.
+"""
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from rosetta_jax import pairs
+from rosetta_jax.match import rosetta
+from rosetta_jax.models import llama
+from rosetta_jax.studies import config, context, registry
+from rosetta_jax.zoo import config as zoo_config
+
+CFG = zoo_config.ZooConfig(widths=(16,), num_layers=1, seeds=(0, 1), vocab_size=300,
+                           llama_vocab_size=260, seq_len=16, batch_size=4, steps=8, lr=1e-2,
+                           warmup=2, ckpt_every=4, families=("gpt_neox", "llama"))
+
+
+def test_family_validation_names_the_field():
+  with pytest.raises(ValueError, match="families: unknown family 'mamba'"):
+    dataclasses.replace(CFG, families=("gpt_neox", "mamba"))
+  with pytest.raises(ValueError, match="families: give distinct"):
+    dataclasses.replace(CFG, families=("llama", "llama"))
+  mcfg = CFG.model_config(16, "llama")
+  assert isinstance(mcfg, llama.LlamaConfig) and mcfg.intermediate_size == 64
+  assert mcfg.vocab_size == 260 and CFG.model_config(16).vocab_size == 300
+
+
+MICRO = config.StudyConfig(zoo=CFG, record_docs=12, record_chars=120, record_len=16,
+                           bootstrap=10, candidates=2, null_permutations=2, budgets=(),
+                           untrained=False, identity_null=False)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+  return context.load_context(MICRO, str(tmp_path_factory.mktemp("fam")), "zoo",
+                              progress=False)
+
+
+def test_pairs_across_seeds_and_architectures(ctx):
+  labels = [p.label for p in ctx.pairs]
+  assert labels == ["w16-s0s1", "w16-llama-s0s1", "w16-gpt_neox-llama-s0",
+                    "w16-gpt_neox-llama-s1"]
+  kinds = [context.pair_kind(p.a.name, p.b.name) for p in ctx.pairs]
+  assert kinds == ["seeds", "seeds", "architectures", "architectures"]
+  cross = ctx.pairs[2]
+  assert cross.a.name == "zoo-w16-s0" and cross.b.name == "zoo-llama-w16-s0"
+  assert cross.a.num_neurons == cross.b.num_neurons == 64
+  # SwiGLU (gate and up projections): a Llama module, not GPT-NeoX under another name.
+  assert "gate_proj" in str(jax.tree_util.tree_structure(cross.b.params))
+  # Two tokenizers that cut the text differently: the units are the byte spans
+  # between boundaries common to both, no more than the coarser one's tokens and
+  # fewer than the finer one's.
+  text = ctx.docs[0].text
+  tok_a, tok_b = cross.a.tokenizer, cross.b.tokenizer
+  ids_a, ids_b = tok_a.encode_ids([text])[0], tok_b.encode_ids([text])[0]
+  assert tok_a.vocab_size != tok_b.vocab_size and len(ids_a) != len(ids_b)
+  units = ctx.stores[cross.a.name].documents["unit_offsets"]
+  assert units[1] - units[0] <= min(len(ids_a), len(ids_b))
+  assert units[1] - units[0] < max(len(ids_a), len(ids_b))
+  for p in ctx.pairs:
+    np.testing.assert_array_equal(ctx.stores[p.a.name].documents["unit_offsets"],
+                                  ctx.stores[p.b.name].documents["unit_offsets"])
+
+
+def test_cross_architecture_pair_is_the_plain_match(ctx):
+  cross = ctx.pairs[2]
+  res = ctx.result(cross)
+  sa, sb = ctx.stores[cross.a.name], ctx.stores[cross.b.name]
+  raw, *_ = rosetta.match_sites({s: sa.site(s) for s in cross.a.mlp_sites()},
+                                {s: sb.site(s) for s in cross.b.mlp_sites()}, k=1)
+  ia, jb, r = rosetta.mutual_pairs(raw, k=1, r_min=res.r_threshold)
+  np.testing.assert_array_equal(res.idx_a, ia)
+  np.testing.assert_array_equal(res.idx_b, jb)
+  np.testing.assert_allclose(res.r, r, atol=1e-6)
+
+
+def test_scaling_reports_each_kind(ctx):
+  res = registry.run_study("scaling", ctx).to_json()
+  assert sorted(res["by_kind"]) == ["architectures", "seeds"]
+  counts = {p["label"]: p["count"] for p in res["pairs"]}
+  assert res["by_kind"]["seeds"]["counts"] == [
+      pytest.approx((counts["w16-s0s1"] + counts["w16-llama-s0s1"]) / 2)]
+  assert res["by_kind"]["architectures"]["counts"] == [pytest.approx(
+      (counts["w16-gpt_neox-llama-s0"] + counts["w16-gpt_neox-llama-s1"]) / 2)]
+  assert res["headline"]["counts"] == [pytest.approx(np.mean(list(counts.values())))]
