@@ -247,8 +247,13 @@ def untrained_zoo(cfg: ZooConfig, zoo_dir: str) -> list[base.Model]:
     tok = tokenizer_lib.Tokenizer.load(family_dir(zoo_dir, family))
     for width in cfg.widths:
       module, mcfg = make_module(cfg, width, family)
-      for seed in cfg.seeds:
-        params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"]
+      # The trained seeds' own starting points (``_init``'s vmapped init), in one
+      # compiled call per width.
+      stacked = jax.jit(jax.vmap(lambda s, m=module: m.init(
+          jax.random.PRNGKey(s), jnp.zeros((1, 8), jnp.int32))["params"]))(
+              jnp.asarray(cfg.seeds))
+      for i, seed in enumerate(cfg.seeds):
+        params = jax.tree_util.tree_map(lambda x, i=i: x[i], stacked)
         models.append(base.Model("untrained-" + model_name(width, seed, family), module,
                                  params, mcfg, tok))
   return models
