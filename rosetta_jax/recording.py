@@ -88,14 +88,19 @@ def tokenizer_hash(tok) -> str:
   return hashlib.sha256((body + flag).encode()).hexdigest()[:16]
 
 
+@jax.jit
+def _leaf_sums(xs):
+  """(sum, sum of |x|) of each leaf; one compile per parameter shape list."""
+  return [(jnp.sum(x.astype(jnp.float32)), jnp.sum(jnp.abs(x.astype(jnp.float32))))
+          for x in xs]
+
+
 def weights_fingerprint(params) -> str:
   """A hash of a parameter pytree: paths, shapes, dtypes, each leaf's sum and sum
   of absolute values (6 significant digits, so the result does not depend on how
   the sums were sharded) and its first 16 values. Cheap for sharded models."""
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  stats = jax.jit(lambda xs: [(jnp.sum(x.astype(jnp.float32)),
-                               jnp.sum(jnp.abs(x.astype(jnp.float32)))) for x in xs])(
-                                   [x for _, x in leaves])
+  stats = _leaf_sums([x for _, x in leaves])
   h = hashlib.sha256()
   for (path, x), (s, a) in zip(leaves, stats):
     head = np.asarray(jnp.ravel(x[(0,) * (x.ndim - 1)] if x.ndim > 1 else x)[:16],

@@ -126,3 +126,26 @@ def test_zipf_estimator_errors():
     corpus_stats.fit_zipf(np.array([5, 3, 1]))
   with pytest.raises(ValueError, match="decreasing"):
     corpus_stats.fit_zipf(np.array([1, 5, 3]))
+
+
+def test_alpha_bootstrap_equals_adding_counters():
+  """The count-matrix bootstrap gives the alphas of adding each resample's Counters."""
+  import collections  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  words = [f"w{i}" for i in range(400)]
+  p = 1.0 / np.arange(1, 401) ** 1.1
+  per_doc = [collections.Counter(rng.choice(words, size=rng.integers(50, 300), p=p / p.sum()))
+             for _ in range(60)]
+  got = corpus_stats.estimate_alpha_counts(per_doc, min_count=5, bootstrap=30, seed=4)
+  total = sum(per_doc, collections.Counter())
+  counts = np.sort(np.fromiter(total.values(), np.int64))[::-1]
+  assert got["alpha"] == corpus_stats.fit_zipf(counts, min_count=5)
+  draws = np.random.default_rng(4)
+  samples = []
+  for _ in range(30):
+    c = sum((per_doc[i] for i in draws.integers(0, 60, 60)), collections.Counter())
+    sc = np.sort(np.fromiter(c.values(), np.int64))[::-1]
+    samples.append(corpus_stats.fit_zipf(sc, rank_max=got["rank_max"]))
+  se = np.std(samples)
+  np.testing.assert_allclose(got["ci"], [got["alpha"] - 1.96 * se, got["alpha"] + 1.96 * se],
+                             rtol=1e-12)

@@ -17,6 +17,7 @@ import re
 from typing import Sequence
 
 import numpy as np
+from scipy import sparse
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
@@ -106,21 +107,30 @@ def estimate_alpha_counts(per_doc: Sequence[collections.Counter], rank_min: int 
   Raises:
     ValueError: no units at all.
   """
-  total = collections.Counter()
-  for c in per_doc:
-    total.update(c)
-  if not total:
+  # One [documents, types] count matrix: a resample's totals are its document
+  # multiplicities times the matrix (the same integers as adding the Counters).
+  index: dict = {}
+  rows, cols, vals = [], [], []
+  for d, c in enumerate(per_doc):
+    for unit, n in c.items():
+      rows.append(d)
+      cols.append(index.setdefault(unit, len(index)))
+      vals.append(n)
+  if not index:
     raise ValueError("the texts contain no units")
-  counts = np.sort(np.fromiter(total.values(), dtype=np.int64))[::-1]
+  mat = sparse.csr_matrix((np.asarray(vals, np.int64), (rows, cols)),
+                          shape=(len(per_doc), len(index)))
+  counts = np.sort(np.asarray(mat.sum(axis=0)).ravel())[::-1]
+  counts = counts[counts > 0]
   alpha = fit_zipf(counts, rank_min=rank_min, min_count=min_count)
   rank_max = int(np.sum(counts >= min_count))
   rng = np.random.default_rng(seed)
   samples = []
+  mat_t = mat.T.tocsr()
   for _ in range(bootstrap):
-    c = collections.Counter()
-    for i in rng.integers(0, len(per_doc), len(per_doc)):
-      c.update(per_doc[i])
-    sc = np.sort(np.fromiter(c.values(), dtype=np.int64))[::-1]
+    w = np.bincount(rng.integers(0, len(per_doc), len(per_doc)), minlength=len(per_doc))
+    sc = np.sort(mat_t @ w.astype(np.int64))[::-1]
+    sc = sc[sc > 0]
     try:
       samples.append(fit_zipf(sc, rank_min=rank_min, rank_max=rank_max))
     except ValueError:
