@@ -29,7 +29,7 @@ from rosetta_jax import io as io_lib
 from rosetta_jax import store as store_lib
 from rosetta_jax.analysis import bootstrap, stats
 from rosetta_jax.match import rosetta
-from rosetta_jax.match.sources import ConcatSource, SelectedSource, as_source
+from rosetta_jax.match.sources import ConcatSource, HostSource, SelectedSource, as_source
 from rosetta_jax.models import base
 
 
@@ -53,6 +53,10 @@ def doc_index(store: store_lib.Store) -> np.ndarray:
 
 
 PAIR_FORMAT = 3
+# A pair whose two recordings together fit in this many bytes is read into memory
+# once and matched from there (the main match, every null permutation, the
+# identity null and the bootstrap's pass); larger pairs stream from the stores.
+IN_MEMORY_BYTES = 2 << 30
 
 # The alternatives reported beside the declared criterion (``sensitivity``):
 # (name, criterion fields; "declared" keeps the declared null rule).
@@ -383,6 +387,15 @@ def unit_copies(acts: dict, order: np.ndarray, folder: str, chunk: int = 8192) -
   return out
 
 
+def in_memory(acts: dict, other: dict, limit: int = IN_MEMORY_BYTES) -> tuple[dict, dict]:
+  """Both models' sites read into memory (``HostSource``) when they fit in ``limit`` bytes."""
+  size = sum(4 * s.num_units * s.num_neurons for s in [*acts.values(), *other.values()])
+  if size > limit:
+    return acts, other
+  return ({k: HostSource(v) for k, v in acts.items()},
+          {k: HostSource(v) for k, v in other.items()})
+
+
 def _thresholds(crit: rosetta.Criterion, raw_r, null_r, null_perm, picks) -> np.ndarray:
   """[B] thresholds re-estimated on a resample of the null's permutations each."""
   if crit.null == "none":
@@ -425,8 +438,8 @@ def match_pair(ctx, pair: Pair, criterion: rosetta.Criterion | None = None,
     sb.check_files()
     return PairResult.load(path)
   store_lib.check_same_units(sa, sb)
-  acts_a = {s: sa.site(s) for s in pair.a.mlp_sites()}
-  acts_b = {s: sb.site(s) for s in pair.b.mlp_sites()}
+  acts_a, acts_b = in_memory({s: sa.site(s) for s in pair.a.mlp_sites()},
+                             {s: sb.site(s) for s in pair.b.mlp_sites()})
   doc = doc_index(sa)
   num_docs = len(sa.documents["doc_ids"])
   weights = ctx.weights

@@ -89,3 +89,28 @@ def test_scaling_reports_each_kind(ctx):
   assert res["by_kind"]["architectures"]["counts"] == [pytest.approx(
       (counts["w16-gpt_neox-llama-s0"] + counts["w16-gpt_neox-llama-s1"]) / 2)]
   assert res["headline"]["counts"] == [pytest.approx(np.mean(list(counts.values())))]
+
+
+def test_in_memory_pair_equals_the_streamed_one(ctx, tmp_path, monkeypatch):
+  """A pair read into memory once (the default for pairs that fit) gives the same
+  PairResult as one streamed from the stores chunk by chunk."""
+  from rosetta_jax.match import sources  # pylint: disable=g-import-not-at-top
+  cross = ctx.pairs[2]
+  site = ctx.stores[cross.b.name].site(cross.b.mlp_sites()[0])
+  host = sources.HostSource(site)
+  np.testing.assert_array_equal(host.read(3, 40), site.read(3, 40))
+  order = np.random.default_rng(0).permutation(site.num_units)
+  np.testing.assert_array_equal(sources.PermutedSource(host, order).read(5, 60),
+                                sources.PermutedSource(site, order).read(5, 60))
+  assert host.moments() is not None
+  np.testing.assert_array_equal(host.moments().mean, site.moments().mean)
+
+  def fresh(workdir):
+    return context.Context(ctx.cfg, str(workdir), "zoo", ctx.pairs, ctx.stores, ctx.docs,
+                           ctx.weights, {}, progress=False)
+  mem = pairs.match_pair(fresh(tmp_path / "mem"), cross)
+  monkeypatch.setattr(pairs, "IN_MEMORY_BYTES", 0)
+  streamed = pairs.match_pair(fresh(tmp_path / "stream"), cross)
+  for f in ("idx_a", "idx_b", "raw_r", "null_r", "null_perm", "boot_counts", "members_a"):
+    np.testing.assert_array_equal(getattr(mem, f), getattr(streamed, f), err_msg=f)
+  np.testing.assert_array_equal(mem.r, streamed.r)

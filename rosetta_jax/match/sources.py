@@ -51,6 +51,26 @@ class ArraySource:
     return Moments.from_host(x) if on_host else Moments.from_device(x)
 
 
+class HostSource:
+  """Another source read into host memory once, read from there by unit ranges
+  (views, no copy) with the original source's moments. A pair matched many
+  times (the null's permutations, the bootstrap) reads its stores once; it is
+  deliberately not an ``ArraySource``, so the matcher streams it in chunks
+  instead of padding and copying the whole matrix per call."""
+
+  def __init__(self, source):
+    source = as_source(source)
+    self.num_units, self.num_neurons = source.num_units, source.num_neurons
+    self.host_array = np.ascontiguousarray(source.read(0, source.num_units), np.float32)
+    self._moments = source_moments(source)
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    return self.host_array[start:stop]
+
+  def moments(self) -> Moments:
+    return self._moments
+
+
 def as_source(x) -> ActivationSource:
   """Wraps arrays (and nested lists, as ``np.asarray`` reads them); returns
   sources unchanged."""
@@ -110,6 +130,9 @@ class PermutedSource:
 
   def read(self, start: int, stop: int) -> np.ndarray:
     idx = self.order[start:stop]
+    host = getattr(self.source, "host_array", None)
+    if host is not None:
+      return host[idx]
     if isinstance(self.source, ArraySource):
       return np.asarray(self.source.array)[idx]
     breaks = np.flatnonzero(np.diff(idx) != 1) + 1
