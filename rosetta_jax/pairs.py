@@ -392,8 +392,8 @@ def in_memory(acts: dict, other: dict, limit: int = IN_MEMORY_BYTES) -> tuple[di
   size = sum(4 * s.num_units * s.num_neurons for s in [*acts.values(), *other.values()])
   if size > limit:
     return acts, other
-  return ({k: HostSource(v) for k, v in acts.items()},
-          {k: HostSource(v) for k, v in other.items()})
+  return (dict(zip(acts, HostSource.columns(list(acts.values())))),
+          dict(zip(other, HostSource.columns(list(other.values())))))
 
 
 def _thresholds(crit: rosetta.Criterion, raw_r, null_r, null_perm, picks) -> np.ndarray:

@@ -347,10 +347,11 @@ def match_sites(acts_a: Mapping, acts_b: Mapping, k: int = 1, *, within_layer=Fa
     if src.num_units != t:
       raise ValueError(f"mismatched unit counts: site {name!r} has {src.num_units} "
                        f"units, expected {t}")
+  order = None
   if null_permutation is not None:
+    # B's units reordered by whole documents, per group of sites below (so a group
+    # held in one host array is gathered in one step).
     order = document_permutation(t, null_permutation, doc_ids)
-    srcs_b = [ArraySource(np.asarray(s.array)[order]) if hasattr(s, "array")
-              else PermutedSource(s, order) for s in srcs_b]
   off_a = np.cumsum([0] + [s.num_neurons for s in srcs_a])
   off_b = np.cumsum([0] + [s.num_neurons for s in srcs_b])
   na, nb = int(off_a[-1]), int(off_b[-1])
@@ -367,6 +368,8 @@ def match_sites(acts_a: Mapping, acts_b: Mapping, k: int = 1, *, within_layer=Fa
     gb = np.concatenate([np.arange(off_b[j], off_b[j + 1]) for j in jb])
     x = _cat(srcs_a, ia)
     y = _cat(srcs_b, jb)
+    if order is not None:
+      y = np.asarray(y)[order] if hasattr(y, "shape") else PermutedSource(y, order)
     res = match(x, y, k, names=(f"{model_a}:{'+'.join(sites_a[i] for i in ia)}",
                                 f"{model_b}:{'+'.join(sites_b[j] for j in jb)}"),
                 moments_a=Moments.concat([moms_a[i] for i in ia]),

@@ -56,13 +56,31 @@ class HostSource:
   (views, no copy) with the original source's moments. A pair matched many
   times (the null's permutations, the bootstrap) reads its stores once; it is
   deliberately not an ``ArraySource``, so the matcher streams it in chunks
-  instead of padding and copying the whole matrix per call."""
+  instead of padding and copying the whole matrix per call.
 
-  def __init__(self, source):
+  ``HostSource.columns`` lays several sources side by side in one array; a
+  ``ConcatSource`` of consecutive columns of it then reads plain slices.
+  """
+
+  def __init__(self, source, base=None, cols=None):
     source = as_source(source)
     self.num_units, self.num_neurons = source.num_units, source.num_neurons
-    self.host_array = np.ascontiguousarray(source.read(0, source.num_units), np.float32)
+    if base is None:
+      base = np.ascontiguousarray(source.read(0, source.num_units), np.float32)
+      cols = (0, self.num_neurons)
+    self._base, self._cols = base, cols
+    self.host_array = base[:, cols[0]:cols[1]]
     self._moments = source_moments(source)
+
+  @classmethod
+  def columns(cls, sources) -> list["HostSource"]:
+    """The sources read into one [units, sum of neurons] array, one view each."""
+    sources = [as_source(s) for s in sources]
+    offs = np.cumsum([0] + [s.num_neurons for s in sources])
+    base = np.empty((sources[0].num_units, int(offs[-1])), np.float32)
+    for s, lo, hi in zip(sources, offs[:-1], offs[1:]):
+      base[:, lo:hi] = s.read(0, s.num_units)
+    return [cls(s, base, (int(lo), int(hi))) for s, lo, hi in zip(sources, offs[:-1], offs[1:])]
 
   def read(self, start: int, stop: int) -> np.ndarray:
     return self.host_array[start:stop]
@@ -107,7 +125,22 @@ class ConcatSource:
     self.num_units = units.pop()
     self.num_neurons = sum(p.num_neurons for p in self.parts)
 
+  @property
+  def host_array(self):
+    """A view of the parts when they are consecutive columns of one
+    ``HostSource.columns`` array (reads are then slices), else None."""
+    bases = {id(getattr(p, "_base", None)) for p in self.parts}
+    if len(bases) != 1 or getattr(self.parts[0], "_base", None) is None:
+      return None
+    cols = [p._cols for p in self.parts]  # pylint: disable=protected-access
+    if any(a[1] != b[0] for a, b in zip(cols[:-1], cols[1:])):
+      return None
+    return self.parts[0]._base[:, cols[0][0]:cols[-1][1]]  # pylint: disable=protected-access
+
   def read(self, start: int, stop: int) -> np.ndarray:
+    host = self.host_array
+    if host is not None:
+      return host[start:stop]
     return np.concatenate([np.asarray(p.read(start, stop)) for p in self.parts], axis=1)
 
   def moments(self) -> Moments:
