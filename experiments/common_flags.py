@@ -77,6 +77,23 @@ def mesh(local: bool = False):
   return sharding.mesh_from_flag(MESH.value)
 
 
+def study_mesh():
+  """The mesh a study binary matches its pairs over (``--mesh``; None: one device).
+
+  The studies run in one process: their pipeline trains, records and writes the
+  workdir from it. A run across processes records with ``experiments.record``
+  (each process its own shard of the documents) and matches in one process.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    raise config_lib.ConfigError(
+        f"num_processes: the study binaries run in one process ({jax.process_count()} "
+        "joined); record each model across processes with `python -m experiments.record "
+        "--num_processes=...`, then run the study in one process, over its devices with "
+        "--mesh=data:D,model:M")
+  return mesh() if MESH.value else None
+
+
 def models() -> str:
   return flags.FLAGS.models
 

@@ -29,7 +29,8 @@ cf.config_lib.define_flags(cf.config_lib.FilterConfig)
 def main(argv):
   cfg = cf.study_config(argv)
   fcfg = cf.config_lib.apply_flags(cf.config_lib.FilterConfig())
-  ctx = context.load_context(cfg, cf.WORKDIR.value, cf.models(), progress=cf.PROGRESS.value)
+  ctx = context.load_context(cfg, cf.WORKDIR.value, cf.models(), progress=cf.PROGRESS.value,
+                             mesh=cf.study_mesh())
   res = registry.run_study("data_filter", ctx, fcfg)
   for name, r in res.subsets.items():
     m, lo, hi = r["target_loss_ci"]

@@ -29,7 +29,7 @@ flags.adopt_module_key_flags(cf.config_lib)
 
 def main(argv):
   ctx = context.load_context(cf.study_config(argv), cf.WORKDIR.value, cf.models(),
-                             progress=cf.PROGRESS.value)
+                             progress=cf.PROGRESS.value, mesh=cf.study_mesh())
   context.free_weights(ctx)
   res = registry.run_study("polarization", ctx)
   for m, t in res.trend.items():

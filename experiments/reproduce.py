@@ -45,7 +45,8 @@ def main(argv):
   if "theory" in studies:
     configs["theory"] = theory.default_config(
         _THEORY.value or ("default" if cf.PRESET.value != "tiny" else "tiny"))
-  ctx = context.load_context(cfg, cf.WORKDIR.value, cf.models(), progress=cf.PROGRESS.value)
+  ctx = context.load_context(cfg, cf.WORKDIR.value, cf.models(), progress=cf.PROGRESS.value,
+                             mesh=cf.study_mesh())
   res = reproduce.run(ctx, studies, configs, log=logging.info)
   reproduce.write(ctx, res)
   for r in res.summary:

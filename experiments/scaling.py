@@ -31,7 +31,8 @@ flags.adopt_module_key_flags(cf.config_lib)
 
 def main(argv):
   cfg = cf.study_config(argv)
-  ctx = context.load_context(cfg, cf.WORKDIR.value, cf.models(), progress=cf.PROGRESS.value)
+  ctx = context.load_context(cfg, cf.WORKDIR.value, cf.models(), progress=cf.PROGRESS.value,
+                             mesh=cf.study_mesh())
   context.free_weights(ctx)          # matching reads the stores: the weights can go
   res = registry.run_study("scaling", ctx)
   from rosetta_jax.studies import scaling  # pylint: disable=g-import-not-at-top

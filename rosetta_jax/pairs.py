@@ -451,6 +451,7 @@ def match_pair(ctx, pair: Pair, criterion: rosetta.Criterion | None = None,
     acts_b = unit_copies(acts_b, rows, os.path.join(tmp_budget, "b"))
     doc = np.searchsorted(keep_docs, doc[rows])
     weights = bootstrap.bootstrap_weights(len(keep_docs), cfg.bootstrap, cfg.seed)
+  mesh_kw = {} if getattr(ctx, "mesh", None) is None else {"mesh": ctx.mesh}
   crits = sensitivity_criteria(crit)
   ks = sorted({crit.k} | {c.k for c in crits.values()})
   kmax = max(ks)
@@ -459,14 +460,15 @@ def match_pair(ctx, pair: Pair, criterion: rosetta.Criterion | None = None,
   seconds = {}
   t0 = time.time()
   result, sites_a, off_a, sites_b, off_b = rosetta.match_sites(
-      acts_a, acts_b, k=c, model_a=pair.a.name, model_b=pair.b.name, progress=ctx.progress)
+      acts_a, acts_b, k=c, model_a=pair.a.name, model_b=pair.b.name, progress=ctx.progress,
+      **mesh_kw)
   seconds["match"] = time.time() - t0
   t0 = time.time()
   null_rs = {k: [] for k in ks}
   for p, seed in enumerate(null_seeds(cfg.seed, crit.permutations)):
     null, *_ = rosetta.match_sites(acts_a, acts_b, k=kmax, model_a=pair.a.name,
                                    model_b=pair.b.name, null_permutation=seed,
-                                   doc_ids=doc, progress=ctx.progress)
+                                   doc_ids=doc, progress=ctx.progress, **mesh_kw)
     for k in ks:
       ni, nj, nr = rosetta.mutual_pairs(null, k=k)
       null_rs[k].append(nr)
@@ -527,7 +529,7 @@ def match_pair(ctx, pair: Pair, criterion: rosetta.Criterion | None = None,
     tmp = os.path.join(ctx.workdir, "tmp", f"{tag}-{key}")
     ident, *_ = rosetta.match_sites(acts_a, unit_copies(acts_b, order, tmp), k=crit.k,
                                     model_a=pair.a.name, model_b=pair.b.name,
-                                    progress=ctx.progress)
+                                    progress=ctx.progress, **mesh_kw)
     shutil.rmtree(tmp, ignore_errors=True)
     identity = {"count": int(len(rosetta.mutual_pairs(ident, k=crit.k, r_min=r_min)[0])),
                 "raw_count": int(len(rosetta.mutual_pairs(ident, k=crit.k)[0])),

@@ -114,3 +114,35 @@ def test_in_memory_pair_equals_the_streamed_one(ctx, tmp_path, monkeypatch):
   for f in ("idx_a", "idx_b", "raw_r", "null_r", "null_perm", "boot_counts", "members_a"):
     np.testing.assert_array_equal(getattr(mem, f), getattr(streamed, f), err_msg=f)
   np.testing.assert_array_equal(mem.r, streamed.r)
+
+
+def test_pair_matched_over_a_device_mesh_equals_one_device(ctx, tmp_path):
+  """``--mesh``: a study's pair matched over 4 x 2 (fake) devices, units on ``data``
+  and neurons on ``model``, gives the one-device pairs with r within 1e-6."""
+  from rosetta_jax import sharding  # pylint: disable=g-import-not-at-top
+  if len(jax.devices()) < 8:
+    raise AssertionError("tests/conftest.py sets 8 host devices; got "
+                         f"{len(jax.devices())}")
+  mesh = sharding.mesh_from_flag("data:4,model:2")
+  cross = ctx.pairs[2]
+  one = ctx.result(cross)
+  sharded = pairs.match_pair(context.Context(
+      ctx.cfg, str(tmp_path), "zoo", ctx.pairs, ctx.stores, ctx.docs, ctx.weights, {},
+      progress=False, mesh=mesh), cross)
+  np.testing.assert_array_equal(sharded.idx_a, one.idx_a)
+  np.testing.assert_array_equal(sharded.idx_b, one.idx_b)
+  np.testing.assert_allclose(sharded.r, one.r, atol=1e-6)
+  np.testing.assert_allclose(np.sort(sharded.null_r), np.sort(one.null_r), atol=1e-6)
+  np.testing.assert_array_equal(sharded.boot_counts, one.boot_counts)
+
+
+def test_study_binaries_refuse_several_processes(monkeypatch):
+  """A study binary joined to several processes is refused before any work, with
+  the flag named and the way to run it (record across processes, study in one)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from experiments import common_flags as cf  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(config.ConfigError, match=r"num_processes: .*experiments.record"):
+    cf.study_mesh()

@@ -35,7 +35,7 @@ import itertools
 import json
 import os
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -240,6 +240,8 @@ class Context:
     weights: [B, D] document-bootstrap multiplicities, shared by every pair.
     seconds: time spent resolving models and recording.
     info: per model, its name, neurons, layers, sites and parameter count.
+    mesh: a ``("data", "model")`` device mesh the pairs are matched over (units on
+      ``data``, neurons on ``model``; ``--mesh``), or None: one device.
   """
   cfg: config_lib.StudyConfig
   workdir: str
@@ -251,6 +253,7 @@ class Context:
   seconds: dict
   info: tuple = ()
   progress: bool = True
+  mesh: Any = None
   _results: dict = dataclasses.field(default_factory=dict, repr=False)
   _vocab: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -320,11 +323,12 @@ class Context:
 
 
 def load_context(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
-                 progress: bool = True) -> Context:
+                 progress: bool = True, mesh=None) -> Context:
   """Checks ``workdir``, resolves the models, records them; returns the Context.
 
   ``config.json`` is written only after the configuration and the models have
-  been accepted, so a refused run leaves none behind.
+  been accepted, so a refused run leaves none behind. ``mesh``: the devices the
+  pairs are matched over (``Context.mesh``).
   """
   record = config_lib.workdir_record("pipeline", models, cfg)
   from rosetta_jax.models import check_model  # pylint: disable=g-import-not-at-top
@@ -346,7 +350,7 @@ def load_context(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   weights = bootstrap.bootstrap_weights(len(docs), cfg.bootstrap, cfg.seed)
   return Context(cfg, workdir, models, pairs, stores, docs, weights,
                  {"models": t_models, "record": time.time() - t0},
-                 tuple(model_info(m) for m in uniq), progress)
+                 tuple(model_info(m) for m in uniq), progress, mesh)
 
 
 def untrained_pairs(ctx: Context) -> list[Pair]:
