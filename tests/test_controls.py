@@ -191,10 +191,12 @@ def _synthetic_context(seed=0, resamples=6):
     n = 3 * width
     mask = lambda: rng.random(n) < 0.15
     offsets = np.arange(4) * width
+    nulls = np.stack([rng.choice(n, n // 5, replace=False) for _ in range(2)])
     results[pair.label] = types.SimpleNamespace(
         neurons_a=n, neurons_b=n, mask_a=mask(), mask_b=mask(), offsets_a=offsets,
         offsets_b=offsets, members_a=np.stack([mask() for _ in range(resamples)]),
-        members_b=np.stack([mask() for _ in range(resamples)]))
+        members_b=np.stack([mask() for _ in range(resamples)]),
+        null_idx_a=nulls[0], null_idx_b=rng.permutation(nulls[1]))
     pairs.append(pair)
   cfg = types.SimpleNamespace(seed=seed, bootstrap=resamples)
   return types.SimpleNamespace(
@@ -232,3 +234,82 @@ def test_polarization_run_reports_effects_against_the_matched_control():
   assert any("matched control" in row[0] for row in polarization.claims(result))
   html = polarization.section(Report("t"), result).render()
   assert "Against the matched control" in html and "max quantile gap" in html
+
+
+def test_polarization_run_reports_effects_against_the_null_paired_neurons():
+  """The second control: the neurons of the first null permutation's mutual pairs
+  (A's, then B's offset by Na), against which every effect is recomputed here."""
+  import json  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.analysis import selectivity as sel  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.report.html import Report  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import polarization  # pylint: disable=g-import-not-at-top
+  ctx = _synthetic_context(seed=1)
+  result = polarization.run(ctx, ctx.cfg)
+  js = json.loads(json.dumps(result.to_json()))
+  for e, pair in zip(js["per_size"], ctx.pairs):
+    res = ctx.result(pair)
+    full, boot, ros, members = polarization.pair_metrics(ctx, pair)
+    null = np.unique(np.concatenate([res.null_idx_a, res.neurons_a + res.null_idx_b]))
+    c = e["null_control"]
+    assert c["count"] == len(null) and c["pairs"] == len(res.null_idx_a)
+    assert c["overlap_rosetta"] == int(ros[null].sum()) > 0
+    for m in sel.METRICS:
+      sign = sel.SELECTIVE_SIGN[m]
+      y = c["metrics"][m]
+      v = sign * full[m]
+      x, z = v[ros & np.isfinite(v)], v[null][np.isfinite(v[null])]
+      assert y["delta"] == pytest.approx(stats.cliffs_delta(x, z), abs=1e-12)
+      assert y["d"] == pytest.approx(stats.cohens_d(x, z))
+      assert y["median_control"] == pytest.approx(np.nanmedian(full[m][null]))
+      per_b = [2 * controls.versus(boot[m][b], members[b], null, sign)[0] - 1
+               for b in range(len(members))]
+      assert y["delta_ci"] == pytest.approx(stats.interval(per_b, y["delta"], bounds=(-1, 1)))
+  t = js["trend_null"]["kurtosis"]["delta"]
+  slope = stats.ols(np.log(js["sizes"]), [e["null_control"]["metrics"]["kurtosis"]["delta"]
+                                          for e in js["per_size"]]).slope
+  assert t["slope"] == pytest.approx(slope) and t["n_boot"] == 6
+  rows = polarization.claims(result)
+  for name in ("matched control", "null-paired neurons"):
+    row = next(r for r in rows if f"kurtosis (Rosetta - {name})" in r[0])
+    trend = js["trend_control" if name == "matched control" else "trend_null"]["kurtosis"]
+    assert row[2] == f"[{trend['delta']['ci'][0]:.3f}, {trend['delta']['ci'][1]:.3f}]"
+  html = polarization.section(Report("t"), result).render()
+  assert "Against the null-paired neurons" in html and "delta vs null-paired" in html
+
+
+def test_null_paired_control_removes_what_selection_by_r_explains():
+  """Selection by r alone favours heavy-tailed neurons: if the null's pairs are as
+  kurtotic as the Rosetta set, the effect against the rest is large and the effect
+  against the null-paired neurons is not; a real extra shift survives."""
+  import types  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n = 4000
+  kurt = rng.gamma(2.0, 2.0, n)
+  # Both sets favour high kurtosis in the same way (a soft threshold on it).
+  pick = lambda: rng.random(n) < 0.3 / (1 + np.exp(-(kurt - 6)))
+  ros, null = pick(), np.flatnonzero(pick())
+  assert stats.cliffs_delta(kurt[ros], kurt[~ros]) > 0.4
+  assert abs(2 * controls.versus(kurt, ros, null)[0] - 1) < 0.1
+  assert 2 * controls.versus(kurt + 3 * ros, ros, null)[0] - 1 > 0.2
+  np.testing.assert_array_equal(
+      controls.null_control(types.SimpleNamespace(neurons_a=n - 100, neurons_b=100,
+                                                  null_idx_a=[5, 2, 5], null_idx_b=[99, 0])),
+      [2, 5, n - 100, n - 1])
+
+
+def test_pair_matched_control_is_the_per_model_draw():
+  """``pair_matched_control`` = ``matched_control`` of each model with (*seed, side)."""
+  rng = np.random.default_rng(4)
+  oa, ob = np.array([0, 30, 60]), np.array([0, 50, 100, 150])
+  f = rng.random(210)
+  ros = rng.random(210) < 0.2
+  idx, bal = controls.pair_matched_control(oa, ob, f, ros, (7,))
+  a = controls.matched_control(np.repeat([0, 1], 30), f[:60], ros[:60], seed=(7, 0),
+                               on_short="replace")
+  b = controls.matched_control(np.repeat([0, 1, 2], 50), f[60:], ros[60:], seed=(7, 1),
+                               on_short="replace")
+  np.testing.assert_array_equal(idx, np.concatenate([a.indices, 60 + b.indices]))
+  assert bal[0] == a.balance and bal[1] == b.balance
+  assert not ros[idx].any()
+  with pytest.raises(ValueError, match=r"must be \[210\]"):
+    controls.pair_matched_control(oa, ob, f[:-1], ros, (7,))
