@@ -313,3 +313,46 @@ def test_pair_matched_control_is_the_per_model_draw():
   assert not ros[idx].any()
   with pytest.raises(ValueError, match=r"must be \[210\]"):
     controls.pair_matched_control(oa, ob, f[:-1], ros, (7,))
+
+
+def test_polarization_vocabulary_metrics_against_the_controls():
+  """With vocabulary projections (``ctx.vocab``, the explorer's), the study adds
+  their kurtosis and skew per neuron, in the pair's site order, to the metrics and
+  compares them with the rest and both controls; without them it does not."""
+  import json  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import polarization  # pylint: disable=g-import-not-at-top
+  ctx = _synthetic_context(seed=2)
+  assert "vocab_kurtosis" not in polarization.run(ctx, ctx.cfg).trend
+  rng = np.random.default_rng(9)
+  proj = {}
+  for pair in ctx.pairs:
+    res = ctx.result(pair)
+    res.sites_a = res.sites_b = ("layer_0/mlp", "layer_1/mlp", "layer_2/mlp")
+    for m, mask in ((pair.a, res.mask_a), (pair.b, res.mask_b)):
+      w = len(mask) // 3
+      k = rng.gamma(2, 2, len(mask)) + 4.0 * mask          # Rosetta neurons more peaked
+      proj[m.name] = {s: types.SimpleNamespace(kurtosis=k[i * w:(i + 1) * w],
+                                               skew=-k[i * w:(i + 1) * w])
+                      for i, s in enumerate(res.sites_a)}
+  ctx.vocab = lambda m: proj[m.name]
+  result = polarization.run(ctx, ctx.cfg)
+  js = json.loads(json.dumps(result.to_json()))
+  assert set(js["trend"]) == set(polarization.metric_names(ctx)) >= {"vocab_kurtosis",
+                                                                     "vocab_skew"}
+  for e, pair in zip(js["per_size"], ctx.pairs):
+    res = ctx.result(pair)
+    ros = np.concatenate([res.mask_a, res.mask_b])
+    k = np.concatenate([proj[m.name][s].kurtosis for m in (pair.a, pair.b)
+                        for s in res.sites_a])
+    x = e["metrics"]["vocab_kurtosis"]
+    ref = stats.effect_sizes(k, ros, 1)
+    assert x["d"] == pytest.approx(float(ref["d"])) and x["d"] > 0.5
+    assert x["auroc"] == pytest.approx(float(ref["auroc"]))
+    assert e["metrics"]["vocab_skew"]["auroc"] == pytest.approx(1 - x["auroc"])
+    null = controls.null_control(res)
+    assert e["null_control"]["metrics"]["vocab_kurtosis"]["auroc"] == pytest.approx(
+        controls.versus(k, ros, null)[0])
+    assert e["matched_control"]["metrics"]["vocab_kurtosis"]["delta"] > 0.3
+  assert any("vocab_kurtosis (Rosetta - matched control)" in r[0]
+             for r in polarization.claims(result))

@@ -52,6 +52,31 @@ OUTPUT = "polarization"
 PLOT_NON_ROSETTA = 1500       # non-Rosetta neurons drawn per size for the violins
 CONTROL_BINS = 10             # frequency quantile bins per layer of the matched control
 EFFECTS = ("d", "auroc", "delta")
+# Weight-based metrics (``analysis.vocab``: each MLP neuron's output weights through
+# the final norm's scale and the unembedding): excess kurtosis and skew of its
+# logits over the vocabulary; larger = more peaked / more promoting.
+VOCAB_SIGN = {"vocab_kurtosis": 1, "vocab_skew": 1}
+
+
+def vocab_metrics(ctx, pair: pairs_lib.Pair) -> dict[str, np.ndarray] | None:
+  """{"vocab_kurtosis", "vocab_skew"}: [Na + Nb] of the pair's pooled neurons, from
+  ``ctx.vocab`` (the explorer's promotes/suppresses projection); None where a model
+  has none (an encoder, or a family without a readout)."""
+  get = getattr(ctx, "vocab", None)
+  res = ctx.result(pair)
+  proj = [get(m) if get is not None else None for m in (pair.a, pair.b)]
+  if any(p is None for p in proj):
+    return None
+  sites = (res.sites_a, res.sites_b)
+  return {f"vocab_{k}": np.concatenate([np.asarray(getattr(p[s], k), np.float64)
+                                        for p, ss in zip(proj, sites) for s in ss])
+          for k in ("kurtosis", "skew")}
+
+
+def metric_names(ctx) -> tuple[str, ...]:
+  """The activation metrics, and the vocabulary metrics when every pair has them."""
+  vocab = all(vocab_metrics(ctx, p) is not None for p in ctx.pairs)
+  return tuple(sel.METRICS) + (tuple(VOCAB_SIGN) if vocab else ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +113,7 @@ class PolarizationResult:
             "per_size": list(self.per_size), "trend": self.trend,
             "trend_control": self.trend_control, "trend_null": self.trend_null,
             "bootstrap": self.bootstrap,
-            "documents": self.documents, "units": self.units, "signs": sel.SELECTIVE_SIGN,
+            "documents": self.documents, "units": self.units, "signs": {**sel.SELECTIVE_SIGN, **VOCAB_SIGN},
             "seconds": self.seconds}
 
 
@@ -102,6 +127,10 @@ def pair_metrics(ctx: context_lib.Context, pair: pairs_lib.Pair):
   boot = {k: np.concatenate([ba[k], bb[k]], axis=1) for k in ba}
   ros = np.concatenate([res.mask_a, res.mask_b])
   members = np.concatenate([res.members_a, res.members_b], axis=1)
+  # Weight metrics do not change with the documents: every resample sees the same
+  # values (its own Rosetta set and control still vary).
+  for k, v in (vocab_metrics(ctx, pair) or {}).items():
+    full[k], boot[k] = v, np.broadcast_to(v, members.shape)
   return full, boot, ros, members
 
 
@@ -156,9 +185,11 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
   cfg = cfg or ctx.cfg
   rng = np.random.default_rng(cfg.seed)
   sizes, per_size, plot = [], [], {}
-  boot_eff = {m: {"d": [], "auroc": []} for m in sel.METRICS}
-  boot_ctrl = {m: {e: [] for e in EFFECTS} for m in sel.METRICS}
-  boot_null = {m: {e: [] for e in EFFECTS} for m in sel.METRICS}
+  names = metric_names(ctx)
+  signs = {**sel.SELECTIVE_SIGN, **VOCAB_SIGN}
+  boot_eff = {m: {"d": [], "auroc": []} for m in names}
+  boot_ctrl = {m: {e: [] for e in EFFECTS} for m in names}
+  boot_null = {m: {e: [] for e in EFFECTS} for m in names}
   for pair in ctx.pairs:
     res = ctx.result(pair)
     full, boot, ros, members = pair_metrics(ctx, pair)
@@ -175,8 +206,8 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
     keep_non = np.flatnonzero(~ros)
     keep_non = rng.choice(keep_non, size=min(len(keep_non), PLOT_NON_ROSETTA), replace=False)
     plot[pair.label] = {}
-    for m in sel.METRICS:
-      sign = sel.SELECTIVE_SIGN[m]
+    for m in names:
+      sign = signs[m]
       e = stats.effect_sizes(full[m], ros, sign)
       eb = stats.effect_sizes(boot[m], members, sign)
       boot_eff[m]["d"].append(eb["d"])
@@ -206,12 +237,12 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
     per_size.append(entry)
   trends = {m: {eff: stats.trend(sizes, [e["metrics"][m][eff] for e in per_size],
                                  np.stack(boot_eff[m][eff], axis=1))
-                for eff in ("d", "auroc")} for m in sel.METRICS}
+                for eff in ("d", "auroc")} for m in names}
 
   def against(key, boots):
     return {m: {eff: stats.trend(sizes, [e[key]["metrics"][m][eff] for e in per_size],
                                  np.stack(boots[m][eff], axis=1)) for eff in EFFECTS}
-            for m in sel.METRICS}
+            for m in names}
   logging.info("polarization: kurtosis d slope %.3f %s", trends["kurtosis"]["d"]["slope"],
                trends["kurtosis"]["d"]["ci"])
   return PolarizationResult(models=ctx.models, sizes=tuple(sizes), per_size=tuple(per_size),
@@ -235,7 +266,7 @@ def claims(result: PolarizationResult) -> list[list]:
   """Claim rows: the trend of Cliff's delta against each control (the verdict),
   then Cohen's d against all other neurons (descriptive, as the paper states it)."""
   rows = []
-  for m in ("kurtosis", "hoyer", "dsi", "token_entropy", "explanation"):
+  for m in ("kurtosis", "hoyer", "dsi", "token_entropy", "explanation", "vocab_kurtosis"):
     for _, key, name in CONTROLS:
       trends = getattr(result, key)
       if m not in trends:
@@ -258,7 +289,7 @@ def effect_figure(result: PolarizationResult, eff: str = "d") -> go.Figure:
   """Oriented effect size (Rosetta more selective > 0) per metric vs size, with CIs."""
   fig = go.Figure()
   sizes = np.array(result.sizes)
-  for m in sel.METRICS:
+  for m in result.trend:
     y = np.array([e["metrics"][m][eff] for e in result.per_size])
     lo = np.array([e["metrics"][m][f"{eff}_ci"][0] for e in result.per_size])
     hi = np.array([e["metrics"][m][f"{eff}_ci"][1] for e in result.per_size])
@@ -286,7 +317,7 @@ def control_figure(result: PolarizationResult, eff: str = "delta",
   fig = go.Figure()
   sizes = np.array(result.sizes)
   key, label = next((k, n) for c, k, n in CONTROLS if c == control)
-  for m in sel.METRICS:
+  for m in result.trend:
     x = [e[control]["metrics"][m] for e in result.per_size]
     y = np.array([v[eff] for v in x])
     lo = np.array([v[f"{eff}_ci"][0] for v in x])
@@ -333,7 +364,7 @@ def section(rep: Report, result: PolarizationResult) -> Report:
     for m in ("kurtosis", "dsi", "token_entropy", "explanation"):
       rep.figure(violin_figure(m, result.plot))
   rows = []
-  for m in sel.METRICS:
+  for m in result.trend:
     for e in result.per_size:
       x = e["metrics"][m]
       rows.append([m, e["label"], e["rosetta"], x["median_rosetta"], x["median_non"], x["d"],
@@ -345,7 +376,7 @@ def section(rep: Report, result: PolarizationResult) -> Report:
             [[m, t[m]["d"]["slope"], f"[{t[m]['d']['ci'][0]:.3f}, {t[m]['d']['ci'][1]:.3f}]",
               t[m]["auroc"]["slope"],
               f"[{t[m]['auroc']['ci'][0]:.3f}, {t[m]['auroc']['ci'][1]:.3f}]"]
-             for m in sel.METRICS])
+             for m in result.trend])
   if result.trend_control:
     _control_section(rep, result)
   return rep
@@ -388,7 +419,7 @@ def _control_section(rep: Report, result: PolarizationResult) -> None:
     rep.table(["pair", "null pairs", "null-paired neurons", "of them Rosetta",
                "KS of frequency vs Rosetta (A)", "(B)"], rows)
   rows = []
-  for m in sel.METRICS:
+  for m in result.trend:
     for e in result.per_size:
       x, c = e["metrics"][m], e["matched_control"]["metrics"][m]
       n = e.get("null_control", {}).get("metrics", {}).get(m)
@@ -403,7 +434,7 @@ def _control_section(rep: Report, result: PolarizationResult) -> None:
              "95% CI", "d vs matched", "median (null-paired)", "delta vs null-paired",
              "95% CI", "d vs null-paired", "delta vs rest", "95% CI"], rows)
   rows = []
-  for m in sel.METRICS:
+  for m in result.trend:
     for name, t in (("matched", tc), ("null-paired", tn)):
       if m in t:
         rows.append([m, name, t[m]["delta"]["slope"],
