@@ -275,6 +275,14 @@ def test_polarization_run_reports_effects_against_the_null_paired_neurons():
     assert row[2] == f"[{trend['delta']['ci'][0]:.3f}, {trend['delta']['ci'][1]:.3f}]"
   html = polarization.section(Report("t"), result).render()
   assert "Against the null-paired neurons" in html and "delta vs null-paired" in html
+  from rosetta_jax.report import docs  # pylint: disable=g-import-not-at-top
+  text = docs.TEMPLATES["polarization_controls"]({"results": js})
+  tc = js["trend_control"]["kurtosis"]["delta"]
+  assert f"| kurtosis | {tc['slope']:+.3f} [{tc['ci'][0]:.3f}, {tc['ci'][1]:.3f}] |" in text
+  sizes = docs.TEMPLATES["polarization_sizes"]({"results": js})
+  x = js["per_size"][2]["null_control"]["metrics"]["hoyer"]
+  assert f"| w64 | hoyer | {js['per_size'][2]['rosetta']} |" in sizes
+  assert f"{x['delta']:+.3f} [{x['delta_ci'][0]:.3f}, {x['delta_ci'][1]:.3f}]" in sizes
 
 
 def test_null_paired_control_removes_what_selection_by_r_explains():

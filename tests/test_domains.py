@@ -152,3 +152,15 @@ def test_trends_claims_and_report(run):
   html = domains.section(Report("t"), result).render()
   assert "null-paired" in html and "preferred domains from the other 16" in html
   assert html.count("Plotly.newPlot") >= 3 and "minus matched" in html
+
+
+def test_docs_template_renders_the_results(run):
+  from rosetta_jax.report import docs  # pylint: disable=g-import-not-at-top
+  _, _, js = run
+  text = docs.TEMPLATES["domains_controls"]({"results": js})
+  t, u = js["trend"]["held_out"]["minus_matched"], js["trend"]["held_out"]["minus_null"]
+  assert f"| held out | {t['slope']:+.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}] |" in text
+  assert f"| {u['slope']:+.3f} [{u['ci'][0]:.3f}, {u['ci'][1]:.3f}] |" in text
+  e = js["per_size"][1]["held_out"]["minus_matched"]
+  assert f"{e['specialised']:+.3f} [{e['specialised_ci'][0]:.3f}, " in text
+  assert text.count("\n| w") == 2 * len(js["per_size"])
