@@ -36,10 +36,12 @@ def main(argv):
     d = t["d"]
     print(f"{m:14s} d slope per ln N {d['slope']:+.3f}  95% CI [{d['ci'][0]:+.3f}, "
           f"{d['ci'][1]:+.3f}]")
-  for m, t in res.trend_control.items():
-    d = t["delta"]
-    print(f"{m:14s} Cliff's delta vs matched control, slope per ln N {d['slope']:+.3f}  "
-          f"95% CI [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
+  for name, trends in (("matched control", res.trend_control),
+                       ("null-paired neurons", res.trend_null)):
+    for m, t in trends.items():
+      d = t["delta"]
+      print(f"{m:14s} Cliff's delta vs {name}, slope per ln N {d['slope']:+.3f}  "
+            f"95% CI [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
   print(f"wrote {cf.WORKDIR.value}/polarization/results.json and report.html")
   cf.finish(ctx, res)
 

@@ -191,10 +191,12 @@ def _synthetic_context(seed=0, resamples=6):
     n = 3 * width
     mask = lambda: rng.random(n) < 0.15
     offsets = np.arange(4) * width
+    nulls = np.stack([rng.choice(n, n // 5, replace=False) for _ in range(2)])
     results[pair.label] = types.SimpleNamespace(
         neurons_a=n, neurons_b=n, mask_a=mask(), mask_b=mask(), offsets_a=offsets,
         offsets_b=offsets, members_a=np.stack([mask() for _ in range(resamples)]),
-        members_b=np.stack([mask() for _ in range(resamples)]))
+        members_b=np.stack([mask() for _ in range(resamples)]),
+        null_idx_a=nulls[0], null_idx_b=rng.permutation(nulls[1]))
     pairs.append(pair)
   cfg = types.SimpleNamespace(seed=seed, bootstrap=resamples)
   return types.SimpleNamespace(
@@ -232,3 +234,133 @@ def test_polarization_run_reports_effects_against_the_matched_control():
   assert any("matched control" in row[0] for row in polarization.claims(result))
   html = polarization.section(Report("t"), result).render()
   assert "Against the matched control" in html and "max quantile gap" in html
+
+
+def test_polarization_run_reports_effects_against_the_null_paired_neurons():
+  """The second control: the neurons of the first null permutation's mutual pairs
+  (A's, then B's offset by Na), against which every effect is recomputed here."""
+  import json  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.analysis import selectivity as sel  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.report.html import Report  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import polarization  # pylint: disable=g-import-not-at-top
+  ctx = _synthetic_context(seed=1)
+  result = polarization.run(ctx, ctx.cfg)
+  js = json.loads(json.dumps(result.to_json()))
+  for e, pair in zip(js["per_size"], ctx.pairs):
+    res = ctx.result(pair)
+    full, boot, ros, members = polarization.pair_metrics(ctx, pair)
+    null = np.unique(np.concatenate([res.null_idx_a, res.neurons_a + res.null_idx_b]))
+    c = e["null_control"]
+    assert c["count"] == len(null) and c["pairs"] == len(res.null_idx_a)
+    assert c["overlap_rosetta"] == int(ros[null].sum()) > 0
+    for m in sel.METRICS:
+      sign = sel.SELECTIVE_SIGN[m]
+      y = c["metrics"][m]
+      v = sign * full[m]
+      x, z = v[ros & np.isfinite(v)], v[null][np.isfinite(v[null])]
+      assert y["delta"] == pytest.approx(stats.cliffs_delta(x, z), abs=1e-12)
+      assert y["d"] == pytest.approx(stats.cohens_d(x, z))
+      assert y["median_control"] == pytest.approx(np.nanmedian(full[m][null]))
+      per_b = [2 * controls.versus(boot[m][b], members[b], null, sign)[0] - 1
+               for b in range(len(members))]
+      assert y["delta_ci"] == pytest.approx(stats.interval(per_b, y["delta"], bounds=(-1, 1)))
+  t = js["trend_null"]["kurtosis"]["delta"]
+  slope = stats.ols(np.log(js["sizes"]), [e["null_control"]["metrics"]["kurtosis"]["delta"]
+                                          for e in js["per_size"]]).slope
+  assert t["slope"] == pytest.approx(slope) and t["n_boot"] == 6
+  rows = polarization.claims(result)
+  for name in ("matched control", "null-paired neurons"):
+    row = next(r for r in rows if f"kurtosis (Rosetta - {name})" in r[0])
+    trend = js["trend_control" if name == "matched control" else "trend_null"]["kurtosis"]
+    assert row[2] == f"[{trend['delta']['ci'][0]:.3f}, {trend['delta']['ci'][1]:.3f}]"
+  html = polarization.section(Report("t"), result).render()
+  assert "Against the null-paired neurons" in html and "delta vs null-paired" in html
+  from rosetta_jax.report import docs  # pylint: disable=g-import-not-at-top
+  text = docs.TEMPLATES["polarization_controls"]({"results": js})
+  tc = js["trend_control"]["kurtosis"]["delta"]
+  assert f"| kurtosis | {tc['slope']:+.3f} [{tc['ci'][0]:.3f}, {tc['ci'][1]:.3f}] |" in text
+  sizes = docs.TEMPLATES["polarization_sizes"]({"results": js})
+  x = js["per_size"][2]["null_control"]["metrics"]["hoyer"]
+  assert f"| w64 | hoyer | {js['per_size'][2]['rosetta']} |" in sizes
+  assert f"{x['delta']:+.3f} [{x['delta_ci'][0]:.3f}, {x['delta_ci'][1]:.3f}]" in sizes
+
+
+def test_null_paired_control_removes_what_selection_by_r_explains():
+  """Selection by r alone favours heavy-tailed neurons: if the null's pairs are as
+  kurtotic as the Rosetta set, the effect against the rest is large and the effect
+  against the null-paired neurons is not; a real extra shift survives."""
+  import types  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n = 4000
+  kurt = rng.gamma(2.0, 2.0, n)
+  # Both sets favour high kurtosis in the same way (a soft threshold on it).
+  pick = lambda: rng.random(n) < 0.3 / (1 + np.exp(-(kurt - 6)))
+  ros, null = pick(), np.flatnonzero(pick())
+  assert stats.cliffs_delta(kurt[ros], kurt[~ros]) > 0.4
+  assert abs(2 * controls.versus(kurt, ros, null)[0] - 1) < 0.1
+  assert 2 * controls.versus(kurt + 3 * ros, ros, null)[0] - 1 > 0.2
+  np.testing.assert_array_equal(
+      controls.null_control(types.SimpleNamespace(neurons_a=n - 100, neurons_b=100,
+                                                  null_idx_a=[5, 2, 5], null_idx_b=[99, 0])),
+      [2, 5, n - 100, n - 1])
+
+
+def test_pair_matched_control_is_the_per_model_draw():
+  """``pair_matched_control`` = ``matched_control`` of each model with (*seed, side)."""
+  rng = np.random.default_rng(4)
+  oa, ob = np.array([0, 30, 60]), np.array([0, 50, 100, 150])
+  f = rng.random(210)
+  ros = rng.random(210) < 0.2
+  idx, bal = controls.pair_matched_control(oa, ob, f, ros, (7,))
+  a = controls.matched_control(np.repeat([0, 1], 30), f[:60], ros[:60], seed=(7, 0),
+                               on_short="replace")
+  b = controls.matched_control(np.repeat([0, 1, 2], 50), f[60:], ros[60:], seed=(7, 1),
+                               on_short="replace")
+  np.testing.assert_array_equal(idx, np.concatenate([a.indices, 60 + b.indices]))
+  assert bal[0] == a.balance and bal[1] == b.balance
+  assert not ros[idx].any()
+  with pytest.raises(ValueError, match=r"must be \[210\]"):
+    controls.pair_matched_control(oa, ob, f[:-1], ros, (7,))
+
+
+def test_polarization_vocabulary_metrics_against_the_controls():
+  """With vocabulary projections (``ctx.vocab``, the explorer's), the study adds
+  their kurtosis and skew per neuron, in the pair's site order, to the metrics and
+  compares them with the rest and both controls; without them it does not."""
+  import json  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import polarization  # pylint: disable=g-import-not-at-top
+  ctx = _synthetic_context(seed=2)
+  assert "vocab_kurtosis" not in polarization.run(ctx, ctx.cfg).trend
+  rng = np.random.default_rng(9)
+  proj = {}
+  for pair in ctx.pairs:
+    res = ctx.result(pair)
+    res.sites_a = res.sites_b = ("layer_0/mlp", "layer_1/mlp", "layer_2/mlp")
+    for m, mask in ((pair.a, res.mask_a), (pair.b, res.mask_b)):
+      w = len(mask) // 3
+      k = rng.gamma(2, 2, len(mask)) + 4.0 * mask          # Rosetta neurons more peaked
+      proj[m.name] = {s: types.SimpleNamespace(kurtosis=k[i * w:(i + 1) * w],
+                                               skew=-k[i * w:(i + 1) * w])
+                      for i, s in enumerate(res.sites_a)}
+  ctx.vocab = lambda m: proj[m.name]
+  result = polarization.run(ctx, ctx.cfg)
+  js = json.loads(json.dumps(result.to_json()))
+  assert set(js["trend"]) == set(polarization.metric_names(ctx)) >= {"vocab_kurtosis",
+                                                                     "vocab_skew"}
+  for e, pair in zip(js["per_size"], ctx.pairs):
+    res = ctx.result(pair)
+    ros = np.concatenate([res.mask_a, res.mask_b])
+    k = np.concatenate([proj[m.name][s].kurtosis for m in (pair.a, pair.b)
+                        for s in res.sites_a])
+    x = e["metrics"]["vocab_kurtosis"]
+    ref = stats.effect_sizes(k, ros, 1)
+    assert x["d"] == pytest.approx(float(ref["d"])) and x["d"] > 0.5
+    assert x["auroc"] == pytest.approx(float(ref["auroc"]))
+    assert e["metrics"]["vocab_skew"]["auroc"] == pytest.approx(1 - x["auroc"])
+    null = controls.null_control(res)
+    assert e["null_control"]["metrics"]["vocab_kurtosis"]["auroc"] == pytest.approx(
+        controls.versus(k, ros, null)[0])
+    assert e["matched_control"]["metrics"]["vocab_kurtosis"]["delta"] > 0.3
+  assert any("vocab_kurtosis (Rosetta - matched control)" in r[0]
+             for r in polarization.claims(result))

@@ -300,3 +300,53 @@ def test_anchor_cards_show_every_model(run, tmp_path):
   assert card["members"][1]["neuron"] == card["members"][2]["neuron"]
   assert len(card["units"]["act"]) == 3
   assert card["units"]["act"][1] == card["units"]["act"][2]
+
+
+def test_studies_matched_control_rows_are_the_polarization_draw():
+  """``write_explorer``'s control rows: per pair and model, the neurons of the
+  layer- and frequency-matched control, drawn with the study's seed exactly as the
+  polarization study draws its full-data control; never a Rosetta neuron, the same
+  count per layer as the Rosetta set, the same rows on a second call."""
+  import types  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.explorer.workdir import matched_control_rows  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.studies import polarization  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  sites = ("layer_0/mlp", "layer_1/mlp", "layer_2/mlp")
+
+  def result(label, a, b, na, nb):
+    return types.SimpleNamespace(
+        label=label, model_a=a, model_b=b, neurons_a=3 * na, neurons_b=3 * nb,
+        sites_a=sites, sites_b=sites, offsets_a=np.arange(4) * na,
+        offsets_b=np.arange(4) * nb, mask_a=rng.random(3 * na) < 0.2,
+        mask_b=rng.random(3 * nb) < 0.2)
+  results = [result("p1", "m1", "m2", 40, 60), result("p2", "m1", "m3", 40, 50)]
+  freq = {"m1": rng.random(120), "m2": rng.random(180), "m3": rng.random(150)}
+  freq["m1"][[3, 70]] = np.nan                        # constant neurons: never drawn
+  rows = matched_control_rows(results, freq, seed=5, depths={"m1": {"layer_1/mlp": 0.5}})
+  assert rows and all(r.kind == "control" and len(r.members) == 1 for r in rows)
+  assert matched_control_rows(results, freq, seed=5) == [
+      explorer.Row(r.kind, (explorer.Member(r.members[0].model, r.members[0].site,
+                                            r.members[0].neuron),), group=r.group)
+      for r in rows]
+  assert matched_control_rows(results, freq, seed=6) != matched_control_rows(results, freq, 5)
+  for res in results:
+    ros = np.concatenate([res.mask_a, res.mask_b])
+    f = np.concatenate([freq[res.model_a], freq[res.model_b]])
+    want, *_ = polarization.pair_controls(res, f, f[None], ros, ros[None], 5)
+    got = []
+    for r in rows:
+      if r.group != f"{res.label} (control)":
+        continue
+      m = r.members[0]
+      side, off = ((0, res.offsets_a) if m.model == res.model_a else
+                   (res.neurons_a, res.offsets_b))
+      got.append(side + off[sites.index(m.site)] + m.neuron)
+    np.testing.assert_array_equal(got, np.unique(want))
+    assert not ros[got].any() and np.isfinite(f[got]).all()
+    layer = np.concatenate([res.offsets_a.searchsorted(np.arange(res.neurons_a), "right"),
+                            10 + res.offsets_b.searchsorted(np.arange(res.neurons_b), "right")])
+    ok = np.isfinite(f)
+    np.testing.assert_array_equal(np.bincount(layer[want], minlength=14),
+                                  np.bincount(layer[ros & ok], minlength=14))
+  assert {r.members[0].depth for r in rows if r.members[0].model == "m1"
+          and r.members[0].site == "layer_1/mlp"} == {0.5}

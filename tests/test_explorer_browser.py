@@ -129,7 +129,17 @@ def test_explorer_in_headless_chromium(run, browser):
   wait_count(d, n, n)
   d.find_element(By.CSS_SELECTOR, ".f-kind[value=null]").click()
   wait_count(d, sum(r.kind != "null" for r in rows), n)
-  d.find_element(By.CSS_SELECTOR, ".f-kind[value=null]").click()
+  # "Rosetta or control": the null off, then only the controls.
+  kinds = {r.kind for r in rows}
+  assert {"rosetta", "control"} <= kinds
+  wait_count(d, sum(r.kind in ("rosetta", "control", "anchor") for r in rows), n)
+  for k in kinds - {"control", "null"}:
+    d.find_element(By.CSS_SELECTOR, f".f-kind[value={k}]").click()
+  ctl = [f"r{i}" for i, r in enumerate(rows) if r.kind == "control"]
+  wait_count(d, len(ctl), n)
+  assert visible_ids(d) == set(ctl)
+  for k in kinds - {"control"}:
+    d.find_element(By.CSS_SELECTOR, f".f-kind[value={k}]").click()
   wait_count(d, n, n)
 
   # A click opens the row's card with both models' contexts side by side.

@@ -109,10 +109,16 @@ def test_domains_outputs(workdir):
   wd, _ = workdir
   res = _load(wd, "domains")
   assert set(res["domains"]) >= {"code", "math", "prose"}
+  assert res["split"]["selection"] + res["split"]["estimation"] == res["split"]["documents"]
   for e in res["per_size"]:
-    assert sum(e["share_rosetta"].values()) == pytest.approx(1.0)
-    assert e["controls"] == e["rosetta"]          # layer-matched, same numbers
-    assert 0 <= e["specialised_rosetta"] <= 1
+    for arm in ("in_sample", "held_out"):
+      for kind in ("rosetta", "matched", "null"):
+        assert sum(e[arm][kind]["share"].values()) == pytest.approx(1.0)
+        assert 0 <= e[arm][kind]["specialised"] <= 1
+      # Matched on layer and frequency, same numbers (a layer short of non-Rosetta
+      # neurons is filled with replacement).
+      assert e[arm]["matched"]["count"] == e[arm]["rosetta"]["count"] > 0
+      assert e[arm]["null"]["count"] > 0
   for v in res["depth"].values():
     assert len(v["density"]) == 2 and all(0 <= d <= 1 for d in v["density"])
   assert res["gallery"] and all("<mark>" in s["html"] for g in res["gallery"]

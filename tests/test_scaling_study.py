@@ -321,6 +321,16 @@ def test_hf_checkpoint_dirs_end_to_end(tmp_path):
   assert [r.r for r in nulls if r.group == f"{first.label} (null)"] == pytest.approx(
       first.null_r[first.null_perm == 0].tolist(), abs=1e-6)
   assert max(r.r for r in nulls) < min(r.r for r in rows if r.kind == "rosetta")
+  # The matched control of each pair (layer + frequency, the study's seed): as many
+  # neurons per model as it has Rosetta ones, none of them Rosetta.
+  for x in results:
+    ctrl = [r.members[0] for r in rows if r.kind == "control"
+            and r.group == f"{x.label} (control)"]
+    assert len(ctrl) == 2 * x.count > 0
+    ros = {(m.model, m.site, m.neuron) for r in rows if r.kind == "rosetta"
+           and r.group == x.label for m in r.members}
+    assert not ros & {m.key for m in ctrl}
+    assert sum(m.model == x.model_a for m in ctrl) == x.count
   anchor = [r for r in rows if r.kind == "anchor"]
   assert len(anchor) == sum(a["count"] for a in anchors.values())
   assert all(len(r.members) == 3 for r in anchor)

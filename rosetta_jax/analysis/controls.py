@@ -28,9 +28,17 @@ the control (the largest gap between their empirical CDFs), and the largest gap
 between their frequency quantiles at q = 0.05, 0.10, ..., 0.95 (in frequency
 units).
 
-The other natural control, the neurons the dataset-permutation null pairs up
-(what selection by high r does on its own), needs the null's pair indices;
-``null_control_mask`` turns them into a mask.
+The other natural control is the set of neurons the dataset-permutation null
+pairs up (what selection by high r does on its own): ``null_control`` takes them
+from a pair result's first null permutation (``PairResult.null_idx_a/b``: the
+mutual pairs under the criterion's own k, before the r floor, which by
+construction removes almost all of them); ``null_control_mask`` turns indices
+into a mask.
+
+``pair_matched_control`` draws the matched control of both models of a pair at
+once (the draw the polarization and domains studies and the explorer's control
+rows share), and ``versus`` / ``effects`` give the rank effect sizes (AUROC,
+Cliff's delta) and Cohen's d of a group against a control with their intervals.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from rosetta_jax.analysis import stats
 
 QUANTILES = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
@@ -234,3 +244,72 @@ def null_control_mask(num_neurons: int, null_idx) -> np.ndarray:
   m = np.zeros(num_neurons, bool)
   m[idx] = True
   return m
+
+
+def site_index(offsets) -> np.ndarray:
+  """[N] site (layer) index of each neuron from a model's site offsets [S + 1]."""
+  offsets = np.asarray(offsets, np.int64)
+  return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+
+
+def pair_matched_control(offsets_a, offsets_b, frequency, is_rosetta, seed,
+                         bins: int = 10, on_short: str = "replace"):
+  """The matched control of a pair's pooled neurons (model A's, then B's).
+
+  Each model gets its own ``matched_control`` (its layers, its frequencies) with
+  the seed ``(*seed, side)``, side 0 for A and 1 for B.
+
+  Args:
+    offsets_a, offsets_b: [S + 1] each model's site offsets (``PairResult``).
+    frequency: [Na + Nb] activation frequency of the pooled neurons.
+    is_rosetta: [Na + Nb] bool.
+    seed: a sequence of ints (e.g. (cfg.seed,) or (cfg.seed, resample)).
+    bins, on_short: as ``matched_control``.
+
+  Returns:
+    (sorted indices into the pooled neurons, [Balance of A, Balance of B]).
+  """
+  na = int(np.asarray(offsets_a)[-1])
+  nb = int(np.asarray(offsets_b)[-1])
+  f, ros = np.asarray(frequency), np.asarray(is_rosetta, bool)
+  if f.shape != (na + nb,) or ros.shape != (na + nb,):
+    raise ValueError(f"frequency {f.shape} and is_rosetta {ros.shape} must be [{na + nb}]")
+  idx, bal = [], []
+  for side, (lo, hi, off) in enumerate(((0, na, offsets_a), (na, na + nb, offsets_b))):
+    mc = matched_control(site_index(off), f[lo:hi], ros[lo:hi], seed=(*tuple(seed), side),
+                         bins=bins, on_short=on_short)
+    idx.append(mc.indices + lo)
+    bal.append(mc.balance)
+  return np.concatenate(idx), bal
+
+
+def null_control(res) -> np.ndarray:
+  """Sorted unique indices into a pair's pooled neurons (A's, then B's) of the
+  neurons in a mutual pair of the first null permutation (``res.null_idx_a/b``)."""
+  na = int(res.neurons_a)
+  idx = np.concatenate([np.asarray(res.null_idx_a, np.int64),
+                        na + np.asarray(res.null_idx_b, np.int64)])
+  return np.flatnonzero(null_control_mask(na + int(res.neurons_b), idx))
+
+
+def versus(values, in_group, control, sign: int = 1) -> tuple[float, float]:
+  """(AUROC, Cohen's d) of the group ``in_group`` [N] bool against the neurons
+  ``control`` (indices, repeats counted), oriented by ``sign`` (positive: the group
+  is larger after the sign). NaN values are left out; NaN when a side has < 2."""
+  v = np.asarray(values, np.float64) * sign
+  x, y = v[np.asarray(in_group, bool)], v[np.asarray(control, np.int64)]
+  x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+  if len(x) < 2 or len(y) < 2:
+    return float("nan"), float("nan")
+  return stats.auroc(x, y), stats.cohens_d(x, y)
+
+
+def effects(auroc: float, d: float, boot_auroc, boot_d) -> dict:
+  """AUROC, Cohen's d and Cliff's delta (2 AUROC - 1) with their basic bootstrap
+  intervals (``stats.interval``; AUROC clipped to [0, 1], delta to [-1, 1])."""
+  ba, bd = np.asarray(boot_auroc, np.float64), np.asarray(boot_d, np.float64)
+  delta = 2 * auroc - 1
+  return {"auroc": float(auroc), "auroc_ci": stats.interval(ba, auroc, bounds=(0.0, 1.0)),
+          "d": float(d), "d_ci": stats.interval(bd, d),
+          "delta": float(delta),
+          "delta_ci": stats.interval(2 * ba - 1, delta, bounds=(-1.0, 1.0))}

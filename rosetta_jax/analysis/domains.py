@@ -3,7 +3,9 @@
 Each neuron's *preferred domain* is the argmax of its domain means
 (``selectivity.domain_means``). ``domain_shares`` turns a set of neurons into the
 share per domain; ``matched_controls`` draws non-Rosetta neurons from the same
-layers in the same numbers (the baseline the shares are compared against).
+layers in the same numbers (a layer-only draw; the domains study now compares
+with ``analysis.controls.matched_control``, matched on frequency too, and with
+the null-paired neurons).
 """
 
 from __future__ import annotations

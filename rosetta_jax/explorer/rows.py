@@ -215,7 +215,7 @@ def control_rows(model: str, site_neurons: Iterable[tuple[str, int]], group: str
                  depths: Mapping[str, float] | None = None,
                  metrics: Mapping[tuple[str, str, int], Mapping[str, float]] | None = None,
                  ) -> list[Row]:
-  """Control rows: non-Rosetta neurons of ``model`` (e.g. ``domains.matched_controls``).
+  """Control rows: non-Rosetta neurons of ``model`` (e.g. ``controls.matched_control``).
 
   Args:
     model: the model.

@@ -2,7 +2,11 @@
 
 ``write_explorer(ctx)`` takes a ``studies.context.Context``: every pair's Rosetta
 pairs (``PairResult.matches``) and its first null permutation's pairs
-(``PairResult.null_matches``, kind "null"), the anchors (``match.rosetta.anchors`` of each
+(``PairResult.null_matches``, kind "null"), its matched control (kind "control": per
+model, as many non-Rosetta neurons as it has Rosetta ones, in the same layers and
+matched on activation frequency, by ``analysis.controls.pair_matched_control``
+with the study's seed: the very draw the polarization study compares its full-data
+Rosetta set with), the anchors (``match.rosetta.anchors`` of each
 model's Rosetta masks, when every pair of three or more models was matched), the
 decoders' vocabulary projections (``ctx.vocab``); it saves them as the workdir's
 explorer inputs and builds ``W/explorer/index.html``.
@@ -15,9 +19,9 @@ import os
 
 import numpy as np
 
-from rosetta_jax.analysis import stats
+from rosetta_jax.analysis import controls, selectivity as sel, stats
 from rosetta_jax.explorer.inputs import build_workdir, save_inputs
-from rosetta_jax.explorer.rows import Member, Row, rows_from_matches
+from rosetta_jax.explorer.rows import Member, Row, control_rows, rows_from_matches
 from rosetta_jax.explorer.units import unit_text
 from rosetta_jax.match import rosetta
 
@@ -56,6 +60,39 @@ def anchor_rows_of(results, models, depths) -> list[Row]:
   return rows
 
 
+CONTROL_BINS = 10     # as the polarization study's matched control
+
+
+def matched_control_rows(results, frequency, seed: int, depths=None) -> list[Row]:
+  """One single-member "control" row per neuron of each pair's matched control.
+
+  Args:
+    results: ``PairResult``s.
+    frequency: {model name: [N] activation frequency of its studied neurons}
+      (``selectivity.metrics(...)["frequency"]``; NaN for constant neurons).
+    seed: the study's seed; the draw is ``pair_matched_control(..., (seed,))``.
+    depths: optional {model: {site: relative depth}}.
+
+  Returns:
+    Rows grouped ``"<pair label> (control)"``, model A's neurons then B's, each
+    neuron once (a neuron drawn twice under replacement is listed once).
+  """
+  depths = depths or {}
+  rows = []
+  for r in results:
+    freq = np.concatenate([frequency[r.model_a], frequency[r.model_b]])
+    ros = np.concatenate([r.mask_a, r.mask_b])
+    idx, _ = controls.pair_matched_control(r.offsets_a, r.offsets_b, freq, ros, (seed,),
+                                           bins=CONTROL_BINS, on_short="replace")
+    for model, sites, offsets, lo in ((r.model_a, r.sites_a, r.offsets_a, 0),
+                                      (r.model_b, r.sites_b, r.offsets_b, r.neurons_a)):
+      mine = np.unique(idx[(idx >= lo) & (idx < lo + offsets[-1])]) - lo
+      site = np.searchsorted(offsets, mine, side="right") - 1
+      rows += control_rows(model, [(sites[s], int(n - offsets[s])) for s, n in zip(site, mine)],
+                           group=f"{r.label} (control)", depths=depths.get(model))
+  return rows
+
+
 def write_explorer(ctx, progress: bool = False) -> str:
   """Saves ``ctx``'s explorer inputs into ``W/explorer/inputs`` and builds the page.
 
@@ -72,6 +109,8 @@ def write_explorer(ctx, progress: bool = False) -> str:
     # look like beside the real ones.
     rows += rows_from_matches(r.null_matches, kind="null", group=f"{r.label} (null)",
                               depths=depths)
+  frequency = {m.name: sel.metrics(ctx.neuron_stats(m))["frequency"] for m in models}
+  rows += matched_control_rows(results, frequency, ctx.cfg.seed, depths)
   rows += anchor_rows_of(results, models, depths)
   units = unit_text(ctx.docs, [m.tokenizer for m in models], next(iter(ctx.stores.values())))
   vocab = {m.name: v for m in models if (v := ctx.vocab(m))}

@@ -201,3 +201,72 @@ def lomo(s: dict) -> str:
     return "Leave one model out: no fit left."
   return (f"Leave one model out: beta from {min(v.values()):.3f} to {max(v.values()):.3f} "
           f"over {len(v)} models.")
+
+
+def _verdict(ci) -> str:
+  if ci is None or ci[0] is None:
+    return "not measurable"
+  return "grows" if ci[0] > 0 else "shrinks" if ci[1] < 0 else "inconclusive (CI spans 0)"
+
+
+@template("polarization_controls")
+def polarization_controls(s: dict) -> str:
+  """Per metric: the slope with ln N of Cliff's delta against each control, and
+  of Cohen's d against all other neurons (descriptive)."""
+  r = s["results"]
+  rows = []
+  for m, t in r["trend"].items():
+    tc, tn = r["trend_control"][m]["delta"], r["trend_null"][m]["delta"]
+    rows.append([m, f"{tc['slope']:+.3f} {_ci(tc['ci'])}", _verdict(tc["ci"]),
+                 f"{tn['slope']:+.3f} {_ci(tn['ci'])}", _verdict(tn["ci"]),
+                 f"{t['d']['slope']:+.3f} {_ci(t['d']['ci'])}"])
+  return _table(["metric", "delta vs matched control: slope per ln N (95% CI)", "verdict",
+                 "delta vs null-paired neurons", "verdict", "d vs all others (descriptive)"],
+                rows)
+
+
+@template("polarization_sizes")
+def polarization_sizes(s: dict) -> str:
+  """Per pair, kurtosis and Hoyer: Cliff's delta against the rest and both controls."""
+  r = s["results"]
+  rows = []
+  for e in r["per_size"]:
+    for m in ("kurtosis", "hoyer"):
+      x, c, n = (e["metrics"][m], e["matched_control"]["metrics"][m],
+                 e["null_control"]["metrics"][m])
+      rows.append([e["label"], m, e["rosetta"], f"{x['delta']:+.3f} {_ci(x['delta_ci'])}",
+                   f"{c['delta']:+.3f} {_ci(c['delta_ci'])}",
+                   f"{n['delta']:+.3f} {_ci(n['delta_ci'])}", e["null_control"]["count"]])
+  return _table(["pair", "metric", "Rosetta neurons", "delta vs all others", "vs matched",
+                 "vs null-paired", "null-paired neurons"], rows)
+
+
+@template("domains_controls")
+def domains_controls(s: dict) -> str:
+  """Per pair and arm: the code+math share of the Rosetta set, both controls and
+  the differences; then the trend of each difference."""
+  r = s["results"]
+  names = {"in_sample": "in sample", "held_out": "held out"}
+  rows = []
+  for e in r["per_size"]:
+    for arm, name in names.items():
+      x = e[arm]
+      rows.append([e["label"], name, x["rosetta"]["count"],
+                   f"{x['rosetta']['specialised']:.3f}", f"{x['matched']['specialised']:.3f}",
+                   f"{x['null']['specialised']:.3f}",
+                   f"{x['minus_matched']['specialised']:+.3f} "
+                   f"{_ci(x['minus_matched']['specialised_ci'])}",
+                   f"{x['minus_null']['specialised']:+.3f} "
+                   f"{_ci(x['minus_null']['specialised_ci'])}"])
+  table = _table(["pair", "arm", "Rosetta", "Rosetta share", "matched", "null-paired",
+                  "minus matched (95% CI)", "minus null-paired (95% CI)"], rows)
+  trends = _table(["arm", "slope per ln N: minus matched (95% CI)", "verdict",
+                   "minus null-paired (95% CI)", "verdict"],
+                  [[name, f"{r['trend'][arm]['minus_matched']['slope']:+.3f} "
+                          f"{_ci(r['trend'][arm]['minus_matched']['ci'])}",
+                    _verdict(r["trend"][arm]["minus_matched"]["ci"]),
+                    f"{r['trend'][arm]['minus_null']['slope']:+.3f} "
+                    f"{_ci(r['trend'][arm]['minus_null']['ci'])}",
+                    _verdict(r["trend"][arm]["minus_null"]["ci"])]
+                   for arm, name in names.items()])
+  return table + "\n\n" + trends

@@ -19,9 +19,17 @@ with fewer non-Rosetta neurons than Rosetta ones is filled with replacement
 (``on_short="replace"``; a layer with none gets no control) and counted in the
 balance report rather than stopping the study. The per-size balance (per-layer counts, KS and max quantile gap of
 frequency) is saved with the effects; ``trend_control`` fits each effect
-against the control with log size. The control for the neurons the
-permutation null pairs up is not measured here: ``PairResult`` keeps the
-null's r values but not its pair indices.
+against the control with log size.
+
+The second control is the set of neurons the dataset-permutation null pairs up
+(``analysis.controls.null_control``: both models' neurons in a mutual pair of
+the first null permutation, under the criterion's own k and before its r floor,
+which removes nearly all of them by construction): what selecting mutual
+nearest neighbours by r picks when the two models share nothing. It is one fixed
+set per pair, so its intervals carry the resampled metrics and Rosetta sets but
+not the null's own sampling; ``trend_null`` fits each effect against it with log
+size, and the claim rows state the verdict against both controls (the trend of
+Cohen's d against all other neurons stays as a descriptive row).
 """
 
 from __future__ import annotations
@@ -44,6 +52,31 @@ OUTPUT = "polarization"
 PLOT_NON_ROSETTA = 1500       # non-Rosetta neurons drawn per size for the violins
 CONTROL_BINS = 10             # frequency quantile bins per layer of the matched control
 EFFECTS = ("d", "auroc", "delta")
+# Weight-based metrics (``analysis.vocab``: each MLP neuron's output weights through
+# the final norm's scale and the unembedding): excess kurtosis and skew of its
+# logits over the vocabulary; larger = more peaked / more promoting.
+VOCAB_SIGN = {"vocab_kurtosis": 1, "vocab_skew": 1}
+
+
+def vocab_metrics(ctx, pair: pairs_lib.Pair) -> dict[str, np.ndarray] | None:
+  """{"vocab_kurtosis", "vocab_skew"}: [Na + Nb] of the pair's pooled neurons, from
+  ``ctx.vocab`` (the explorer's promotes/suppresses projection); None where a model
+  has none (an encoder, or a family without a readout)."""
+  get = getattr(ctx, "vocab", None)
+  res = ctx.result(pair)
+  proj = [get(m) if get is not None else None for m in (pair.a, pair.b)]
+  if any(p is None for p in proj):
+    return None
+  sites = (res.sites_a, res.sites_b)
+  return {f"vocab_{k}": np.concatenate([np.asarray(getattr(p[s], k), np.float64)
+                                        for p, ss in zip(proj, sites) for s in ss])
+          for k in ("kurtosis", "skew")}
+
+
+def metric_names(ctx) -> tuple[str, ...]:
+  """The activation metrics, and the vocabulary metrics when every pair has them."""
+  vocab = all(vocab_metrics(ctx, p) is not None for p in ctx.pairs)
+  return tuple(sel.METRICS) + (tuple(VOCAB_SIGN) if vocab else ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +85,13 @@ class PolarizationResult:
     sizes: [S] pair sizes.
     per_size: per pair, the Rosetta / non-Rosetta counts and, per metric, medians,
       d, AUROC and Cliff's delta with their intervals; under "matched_control" the
-      same effects against the matched control, and its balance per model.
+      same effects against the matched control, and its balance per model; under
+      "null_control" against the null-paired neurons (count, overlap with the
+      Rosetta set, balance).
     trend: {metric: {"d"|"auroc": stats.trend}} of the effects against ln size.
     trend_control: {metric: {"d"|"auroc"|"delta": stats.trend}} of the effects
       against the matched control.
+    trend_null: the same against the neurons the permutation null pairs up.
     bootstrap, documents, units: the resampling and the data.
     plot: {pair label: {metric: (Rosetta values, sampled non-Rosetta values)}}
       for the violins (not saved).
@@ -69,13 +105,15 @@ class PolarizationResult:
   units: int
   seconds: dict
   trend_control: dict = dataclasses.field(default_factory=dict)
+  trend_null: dict = dataclasses.field(default_factory=dict)
   plot: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def to_json(self) -> dict:
     return {"study": NAME, "models": self.models, "sizes": list(self.sizes),
             "per_size": list(self.per_size), "trend": self.trend,
-            "trend_control": self.trend_control, "bootstrap": self.bootstrap,
-            "documents": self.documents, "units": self.units, "signs": sel.SELECTIVE_SIGN,
+            "trend_control": self.trend_control, "trend_null": self.trend_null,
+            "bootstrap": self.bootstrap,
+            "documents": self.documents, "units": self.units, "signs": {**sel.SELECTIVE_SIGN, **VOCAB_SIGN},
             "seconds": self.seconds}
 
 
@@ -89,12 +127,11 @@ def pair_metrics(ctx: context_lib.Context, pair: pairs_lib.Pair):
   boot = {k: np.concatenate([ba[k], bb[k]], axis=1) for k in ba}
   ros = np.concatenate([res.mask_a, res.mask_b])
   members = np.concatenate([res.members_a, res.members_b], axis=1)
+  # Weight metrics do not change with the documents: every resample sees the same
+  # values (its own Rosetta set and control still vary).
+  for k, v in (vocab_metrics(ctx, pair) or {}).items():
+    full[k], boot[k] = v, np.broadcast_to(v, members.shape)
   return full, boot, ros, members
-
-
-def _layers(offsets) -> np.ndarray:
-  """[N] site index of each neuron from a pair's site offsets [S + 1]."""
-  return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
 def pair_controls(res: pairs_lib.PairResult, frequency, boot_frequency, ros, members,
@@ -114,68 +151,63 @@ def pair_controls(res: pairs_lib.PairResult, frequency, boot_frequency, ros, mem
     {"replaced", "unmatched"}: control neurons drawn with replacement and Rosetta
     neurons left without a control, summed over all resamples).
   """
-  sides = ((0, res.neurons_a, _layers(res.offsets_a)),
-           (res.neurons_a, res.neurons_a + res.neurons_b, _layers(res.offsets_b)))
-
-  def draw(freq, mask, key):
-    idx, bal = [], []
-    for side, (lo, hi, layer) in enumerate(sides):
-      mc = controls.matched_control(layer, freq[lo:hi], mask[lo:hi], seed=(*key, side),
-                                    bins=CONTROL_BINS, on_short="replace")
-      idx.append(mc.indices + lo)
-      bal.append(mc.balance)
-    return np.concatenate(idx), bal
-
-  full, bal = draw(np.asarray(frequency), np.asarray(ros, bool), (seed,))
+  draw = lambda freq, mask, key: controls.pair_matched_control(
+      res.offsets_a, res.offsets_b, np.asarray(freq), np.asarray(mask, bool), key,
+      bins=CONTROL_BINS, on_short="replace")
+  full, bal = draw(frequency, ros, (seed,))
   boot, short = [], {"replaced": 0, "unmatched": 0}
   for b in range(len(members)):
-    idx, bb = draw(np.asarray(boot_frequency[b]), np.asarray(members[b], bool), (seed, b))
+    idx, bb = draw(boot_frequency[b], members[b], (seed, b))
     boot.append(idx)
     for k in short:
       short[k] += sum(getattr(x, k) for x in bb)
   return full, boot, {"a": bal[0], "b": bal[1]}, short
 
 
-def _against(values, in_group, control, sign: int) -> tuple[float, float]:
-  """(AUROC, Cohen's d) of the group ``in_group`` [N] bool against the neurons
-  ``control`` (indices, repeats counted), oriented by ``sign``; NaN values are left
-  out, and NaN when a side has < 2 values."""
-  v = np.asarray(values, np.float64) * sign
-  x, y = v[np.asarray(in_group, bool)], v[np.asarray(control, np.int64)]
-  x, y = x[np.isfinite(x)], y[np.isfinite(y)]
-  if len(x) < 2 or len(y) < 2:
-    return float("nan"), float("nan")
-  return stats.auroc(x, y), stats.cohens_d(x, y)
+_against = controls.versus
+_effects = controls.effects
 
 
-def _effects(auroc: float, d: float, boot_auroc, boot_d) -> dict:
-  """The three effects with their basic bootstrap intervals."""
-  ba, bd = np.asarray(boot_auroc, np.float64), np.asarray(boot_d, np.float64)
-  delta = 2 * auroc - 1
-  return {"auroc": float(auroc), "auroc_ci": stats.interval(ba, auroc, bounds=(0.0, 1.0)),
-          "d": float(d), "d_ci": stats.interval(bd, d),
-          "delta": float(delta), "delta_ci": stats.interval(2 * ba - 1, delta, bounds=(-1.0, 1.0))}
+def _vs(full, boot, ros, members, ctrl, ctrl_b, sign, sink) -> dict:
+  """One metric against one control: median, effects with intervals; appends the
+  per-resample effects to ``sink`` ({"auroc", "d", "delta"} lists)."""
+  a_c, d_c = _against(full, ros, ctrl, sign)
+  per_b = np.array([_against(boot[b], members[b], ctrl_b[b], sign)
+                    for b in range(len(members))]).reshape(-1, 2)
+  sink["auroc"].append(per_b[:, 0])
+  sink["d"].append(per_b[:, 1])
+  sink["delta"].append(2 * per_b[:, 0] - 1)
+  med = float(np.nanmedian(full[ctrl])) if len(ctrl) else float("nan")
+  return {"median_control": med, **_effects(a_c, d_c, per_b[:, 0], per_b[:, 1])}
 
 
 def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> PolarizationResult:
   cfg = cfg or ctx.cfg
   rng = np.random.default_rng(cfg.seed)
   sizes, per_size, plot = [], [], {}
-  boot_eff = {m: {"d": [], "auroc": []} for m in sel.METRICS}
-  boot_ctrl = {m: {e: [] for e in EFFECTS} for m in sel.METRICS}
+  names = metric_names(ctx)
+  signs = {**sel.SELECTIVE_SIGN, **VOCAB_SIGN}
+  boot_eff = {m: {"d": [], "auroc": []} for m in names}
+  boot_ctrl = {m: {e: [] for e in EFFECTS} for m in names}
+  boot_null = {m: {e: [] for e in EFFECTS} for m in names}
   for pair in ctx.pairs:
+    res = ctx.result(pair)
     full, boot, ros, members = pair_metrics(ctx, pair)
-    ctrl, ctrl_b, bal, short = pair_controls(ctx.result(pair), full["frequency"],
-                                                boot["frequency"], ros, members, cfg.seed)
-    vs_ctrl = {}
+    ctrl, ctrl_b, bal, short = pair_controls(res, full["frequency"], boot["frequency"], ros,
+                                             members, cfg.seed)
+    # The null's pairs are one fixed set (the first permutation on the full data):
+    # its intervals carry the resampled metrics and Rosetta sets, not the null's
+    # own sampling.
+    null = controls.null_control(res)
+    vs_ctrl, vs_null = {}, {}
     sizes.append(pair.size)
     entry = {"label": pair.label, "size": pair.size, "rosetta": int(ros.sum()),
              "non_rosetta": int((~ros).sum()), "metrics": {}}
     keep_non = np.flatnonzero(~ros)
     keep_non = rng.choice(keep_non, size=min(len(keep_non), PLOT_NON_ROSETTA), replace=False)
     plot[pair.label] = {}
-    for m in sel.METRICS:
-      sign = sel.SELECTIVE_SIGN[m]
+    for m in names:
+      sign = signs[m]
       e = stats.effect_sizes(full[m], ros, sign)
       eb = stats.effect_sizes(boot[m], members, sign)
       boot_eff[m]["d"].append(eb["d"])
@@ -183,39 +215,41 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
       entry["metrics"][m] = {
           "median_rosetta": float(np.nanmedian(full[m][ros])) if ros.any() else float("nan"),
           "median_non": float(np.nanmedian(full[m][~ros])),
-          "auroc": float(e["auroc"]),
-          "auroc_ci": stats.interval(eb["auroc"], float(e["auroc"]), bounds=(0.0, 1.0)),
-          "d": float(e["d"]), "d_ci": stats.interval(eb["d"], float(e["d"])),
-          "delta": float(2 * e["auroc"] - 1),
-          "delta_ci": stats.interval(2 * np.asarray(eb["auroc"]) - 1, float(2 * e["auroc"] - 1),
-                                     bounds=(-1.0, 1.0))}
-      a_c, d_c = _against(full[m], ros, ctrl, sign)
-      per_b = np.array([_against(boot[m][b], members[b], ctrl_b[b], sign)
-                        for b in range(len(members))]).reshape(-1, 2)
-      vs_ctrl[m] = {"median_control": float(np.nanmedian(full[m][ctrl])) if len(ctrl)
-                    else float("nan"), **_effects(a_c, d_c, per_b[:, 0], per_b[:, 1])}
-      boot_ctrl[m]["auroc"].append(per_b[:, 0])
-      boot_ctrl[m]["d"].append(per_b[:, 1])
-      boot_ctrl[m]["delta"].append(2 * per_b[:, 0] - 1)
+          **_effects(float(e["auroc"]), float(e["d"]), eb["auroc"], eb["d"])}
+      vs_ctrl[m] = _vs(full[m], boot[m], ros, members, ctrl, ctrl_b, sign, boot_ctrl[m])
+      vs_null[m] = _vs(full[m], boot[m], ros, members, null, [null] * len(members), sign,
+                       boot_null[m])
       plot[pair.label][m] = (full[m][ros], full[m][keep_non])
     entry["matched_control"] = {
         "count": int(len(ctrl)), "bins": CONTROL_BINS, "seed": cfg.seed,
         "balance": {k: v.to_dict() for k, v in bal.items()},
         "boot_replaced": int(short["replaced"]), "boot_unmatched": int(short["unmatched"]),
         "metrics": vs_ctrl}
+    entry["null_control"] = {
+        "count": int(len(null)), "pairs": int(len(res.null_idx_a)),
+        "overlap_rosetta": int(ros[null].sum()),
+        "balance": {side: controls.balance(
+            controls.site_index(off), full["frequency"][lo:hi], np.flatnonzero(ros[lo:hi]),
+            null[(null >= lo) & (null < hi)] - lo).to_dict()
+            for side, lo, hi, off in (("a", 0, res.neurons_a, res.offsets_a),
+                                      ("b", res.neurons_a, len(ros), res.offsets_b))},
+        "metrics": vs_null}
     per_size.append(entry)
   trends = {m: {eff: stats.trend(sizes, [e["metrics"][m][eff] for e in per_size],
                                  np.stack(boot_eff[m][eff], axis=1))
-                for eff in ("d", "auroc")} for m in sel.METRICS}
-  trend_ctrl = {m: {eff: stats.trend(
-      sizes, [e["matched_control"]["metrics"][m][eff] for e in per_size],
-      np.stack(boot_ctrl[m][eff], axis=1)) for eff in EFFECTS} for m in sel.METRICS}
+                for eff in ("d", "auroc")} for m in names}
+
+  def against(key, boots):
+    return {m: {eff: stats.trend(sizes, [e[key]["metrics"][m][eff] for e in per_size],
+                                 np.stack(boots[m][eff], axis=1)) for eff in EFFECTS}
+            for m in names}
   logging.info("polarization: kurtosis d slope %.3f %s", trends["kurtosis"]["d"]["slope"],
                trends["kurtosis"]["d"]["ci"])
   return PolarizationResult(models=ctx.models, sizes=tuple(sizes), per_size=tuple(per_size),
                             trend=trends, bootstrap=cfg.bootstrap, documents=len(ctx.docs),
                             units=ctx.labels.num_units, seconds=dict(ctx.seconds),
-                            trend_control=trend_ctrl, plot=plot)
+                            trend_control=against("matched_control", boot_ctrl),
+                            trend_null=against("null_control", boot_null), plot=plot)
 
 
 def _verdict(lo: float, hi: float) -> str:
@@ -224,21 +258,30 @@ def _verdict(lo: float, hi: float) -> str:
   return "yes" if lo > 0 else "no (opposite)" if hi < 0 else "inconclusive (CI spans 0)"
 
 
+CONTROLS = (("matched_control", "trend_control", "matched control"),
+            ("null_control", "trend_null", "null-paired neurons"))
+
+
 def claims(result: PolarizationResult) -> list[list]:
+  """Claim rows: the trend of Cliff's delta against each control (the verdict),
+  then Cohen's d against all other neurons (descriptive, as the paper states it)."""
   rows = []
+  for m in ("kurtosis", "hoyer", "dsi", "token_entropy", "explanation", "vocab_kurtosis"):
+    for _, key, name in CONTROLS:
+      trends = getattr(result, key)
+      if m not in trends:
+        continue
+      t = trends[m]["delta"]
+      lo, hi = t["ci"]
+      rows.append([f"2. polarization: Cliff's delta of {m} (Rosetta - {name}) grows with size",
+                   f"slope {t['slope']:.3f} per ln N", f"[{lo:.3f}, {hi:.3f}]",
+                   _verdict(lo, hi)])
   for m in ("kurtosis", "hoyer", "dsi", "token_entropy", "explanation"):
     t = result.trend[m]["d"]
     lo, hi = t["ci"]
-    rows.append([f"2. polarization: Cohen d of {m} (Rosetta - non) grows with size",
-                 f"slope {t['slope']:.3f} per ln N", f"[{lo:.3f}, {hi:.3f}]", _verdict(lo, hi)])
-  for m in ("kurtosis", "hoyer", "dsi", "token_entropy", "explanation"):
-    if m not in result.trend_control:
-      continue
-    t = result.trend_control[m]["delta"]
-    lo, hi = t["ci"]
-    rows.append([f"2. polarization: Cliff's delta of {m} (Rosetta - matched control) grows "
-                 "with size", f"slope {t['slope']:.3f} per ln N", f"[{lo:.3f}, {hi:.3f}]",
-                 _verdict(lo, hi)])
+    rows.append([f"2. polarization (descriptive, against all other neurons): Cohen d of {m} "
+                 "grows with size", f"slope {t['slope']:.3f} per ln N",
+                 f"[{lo:.3f}, {hi:.3f}]", _verdict(lo, hi)])
   return rows
 
 
@@ -246,7 +289,7 @@ def effect_figure(result: PolarizationResult, eff: str = "d") -> go.Figure:
   """Oriented effect size (Rosetta more selective > 0) per metric vs size, with CIs."""
   fig = go.Figure()
   sizes = np.array(result.sizes)
-  for m in sel.METRICS:
+  for m in result.trend:
     y = np.array([e["metrics"][m][eff] for e in result.per_size])
     lo = np.array([e["metrics"][m][f"{eff}_ci"][0] for e in result.per_size])
     hi = np.array([e["metrics"][m][f"{eff}_ci"][1] for e in result.per_size])
@@ -268,19 +311,21 @@ def _effect_trace(fig, sizes, y, lo, hi, metric: str, trend: dict) -> None:
            f"{trend['ci'][1]:.3f}])"))
 
 
-def control_figure(result: PolarizationResult, eff: str = "delta") -> go.Figure:
-  """Oriented effect of the Rosetta set against its matched control, per metric vs size."""
+def control_figure(result: PolarizationResult, eff: str = "delta",
+                   control: str = "matched_control") -> go.Figure:
+  """Oriented effect of the Rosetta set against one control, per metric vs size."""
   fig = go.Figure()
   sizes = np.array(result.sizes)
-  for m in sel.METRICS:
-    x = [e["matched_control"]["metrics"][m] for e in result.per_size]
+  key, label = next((k, n) for c, k, n in CONTROLS if c == control)
+  for m in result.trend:
+    x = [e[control]["metrics"][m] for e in result.per_size]
     y = np.array([v[eff] for v in x])
     lo = np.array([v[f"{eff}_ci"][0] for v in x])
     hi = np.array([v[f"{eff}_ci"][1] for v in x])
-    _effect_trace(fig, sizes, y, lo, hi, m, result.trend_control[m][eff])
+    _effect_trace(fig, sizes, y, lo, hi, m, getattr(result, key)[m][eff])
   fig.add_hline(y=0.5 if eff == "auroc" else 0.0, line=dict(color="#999", dash="dot"))
   names = {"auroc": "AUROC", "delta": "Cliff's delta", "d": "Cohen d"}
-  fig.update_layout(title=f"Polarization against the layer- and frequency-matched control: "
+  fig.update_layout(title=f"Polarization against the {label}: "
                     f"{names[eff]} (oriented: > baseline = Rosetta more selective)",
                     xaxis=dict(type="log", title="total MLP neurons N"),
                     yaxis=dict(title=eff), template="plotly_white", height=480)
@@ -319,7 +364,7 @@ def section(rep: Report, result: PolarizationResult) -> Report:
     for m in ("kurtosis", "dsi", "token_entropy", "explanation"):
       rep.figure(violin_figure(m, result.plot))
   rows = []
-  for m in sel.METRICS:
+  for m in result.trend:
     for e in result.per_size:
       x = e["metrics"][m]
       rows.append([m, e["label"], e["rosetta"], x["median_rosetta"], x["median_non"], x["d"],
@@ -331,24 +376,22 @@ def section(rep: Report, result: PolarizationResult) -> Report:
             [[m, t[m]["d"]["slope"], f"[{t[m]['d']['ci'][0]:.3f}, {t[m]['d']['ci'][1]:.3f}]",
               t[m]["auroc"]["slope"],
               f"[{t[m]['auroc']['ci'][0]:.3f}, {t[m]['auroc']['ci'][1]:.3f}]"]
-             for m in sel.METRICS])
+             for m in result.trend])
   if result.trend_control:
     _control_section(rep, result)
   return rep
 
 
 def _control_section(rep: Report, result: PolarizationResult) -> None:
-  """The comparison against the matched control: effects, balance and trends."""
-  tc = result.trend_control
-  k = tc["kurtosis"]["delta"]
+  """The comparison against both controls: effects, balance and trends."""
+  tc, tn = result.trend_control, result.trend_null
+  k, kn = tc["kurtosis"]["delta"], tn["kurtosis"]["delta"] if tn else None
   rep.text(f"Against the matched control: for each model, as many non-Rosetta neurons as "
            f"Rosetta ones, in the same layers and matched on activation frequency "
            f"({CONTROL_BINS} quantile bins per layer), redrawn in every resample for that "
            f"resample's Rosetta set. Frequency is matched by construction, so its effect "
            f"against the control is near zero. Slope of Cliff's delta per e-fold of size: "
-           f"kurtosis {k['slope']:.3f} [{k['ci'][0]:.3f}, {k['ci'][1]:.3f}]. The control for "
-           f"the neurons the permutation null pairs up is not measured (the null's pair "
-           f"indices are not kept).")
+           f"kurtosis {k['slope']:.3f} [{k['ci'][0]:.3f}, {k['ci'][1]:.3f}].")
   rep.figure(control_figure(result, "delta"))
   rows = []
   for e in result.per_size:
@@ -360,21 +403,44 @@ def _control_section(rep: Report, result: PolarizationResult) -> None:
                    b["replaced"], b["unmatched"]])
   rep.table(["pair", "model", "Rosetta", "layer counts equal", "KS of frequency",
              "max quantile gap", "spilled", "replaced", "unmatched"], rows)
+  if tn:
+    rep.text(f"Against the null-paired neurons: the neurons in a mutual pair of the first "
+             f"dataset-permutation null (the criterion's k, before its r floor): what "
+             f"selecting mutual nearest neighbours by r picks when nothing is shared. One "
+             f"fixed set per pair; the intervals resample the metrics and the Rosetta sets. "
+             f"Slope of Cliff's delta per e-fold of size: kurtosis {kn['slope']:.3f} "
+             f"[{kn['ci'][0]:.3f}, {kn['ci'][1]:.3f}].")
+    rep.figure(control_figure(result, "delta", "null_control"))
+    rows = []
+    for e in result.per_size:
+      c = e["null_control"]
+      rows.append([e["label"], c["pairs"], c["count"], c["overlap_rosetta"],
+                   c["balance"]["a"]["ks"], c["balance"]["b"]["ks"]])
+    rep.table(["pair", "null pairs", "null-paired neurons", "of them Rosetta",
+               "KS of frequency vs Rosetta (A)", "(B)"], rows)
   rows = []
-  for m in sel.METRICS:
+  for m in result.trend:
     for e in result.per_size:
       x, c = e["metrics"][m], e["matched_control"]["metrics"][m]
+      n = e.get("null_control", {}).get("metrics", {}).get(m)
       rows.append([m, e["label"], x["median_rosetta"], c["median_control"], c["delta"],
-                   f"[{c['delta_ci'][0]:.3f}, {c['delta_ci'][1]:.3f}]", c["auroc"],
-                   f"[{c['auroc_ci'][0]:.3f}, {c['auroc_ci'][1]:.3f}]", c["d"],
+                   f"[{c['delta_ci'][0]:.3f}, {c['delta_ci'][1]:.3f}]", c["d"],
+                   n["median_control"] if n else float("nan"),
+                   n["delta"] if n else float("nan"),
+                   f"[{n['delta_ci'][0]:.3f}, {n['delta_ci'][1]:.3f}]" if n else "",
+                   n["d"] if n else float("nan"),
                    x["delta"], f"[{x['delta_ci'][0]:.3f}, {x['delta_ci'][1]:.3f}]"])
-  rep.table(["metric", "pair", "median (Rosetta)", "median (control)", "delta vs control",
-             "95% CI", "AUROC vs control", "95% CI", "d vs control", "delta vs rest",
-             "95% CI"], rows)
-  rep.table(["metric", "slope of delta vs control, per ln N", "95% CI",
-             "slope of AUROC vs control", "95% CI"],
-            [[m, tc[m]["delta"]["slope"],
-              f"[{tc[m]['delta']['ci'][0]:.3f}, {tc[m]['delta']['ci'][1]:.3f}]",
-              tc[m]["auroc"]["slope"],
-              f"[{tc[m]['auroc']['ci'][0]:.3f}, {tc[m]['auroc']['ci'][1]:.3f}]"]
-             for m in sel.METRICS])
+  rep.table(["metric", "pair", "median (Rosetta)", "median (matched)", "delta vs matched",
+             "95% CI", "d vs matched", "median (null-paired)", "delta vs null-paired",
+             "95% CI", "d vs null-paired", "delta vs rest", "95% CI"], rows)
+  rows = []
+  for m in result.trend:
+    for name, t in (("matched", tc), ("null-paired", tn)):
+      if m in t:
+        rows.append([m, name, t[m]["delta"]["slope"],
+                     f"[{t[m]['delta']['ci'][0]:.3f}, {t[m]['delta']['ci'][1]:.3f}]",
+                     t[m]["auroc"]["slope"],
+                     f"[{t[m]['auroc']['ci'][0]:.3f}, {t[m]['auroc']['ci'][1]:.3f}]",
+                     t[m]["d"]["slope"], f"[{t[m]['d']['ci'][0]:.3f}, {t[m]['d']['ci'][1]:.3f}]"])
+  rep.table(["metric", "control", "slope of delta vs control, per ln N", "95% CI",
+             "slope of AUROC", "95% CI", "slope of d", "95% CI"], rows)
