@@ -39,15 +39,13 @@ from rosetta_jax.zoo import vision as zoo_lib
 GENERATOR = "dit-generator"
 
 
-def train_models(cfg, zoo_dir: str, progress: bool = True):
-  """(classifiers, generator, samples) of the study's vision zoo, depths selected.
-
-  ``cfg`` is the ``StudyConfig`` (its ``vision_zoo`` and ``depths``).
-  """
+def train_models(cfg, zoo_dir: str, progress: bool = True) -> zoo_lib.VisionZoo:
+  """The study's vision zoo (``cfg.vision_zoo``), its models' depths selected
+  (``cfg.depths``)."""
   zoo = zoo_lib.train_vision_zoo(cfg.vision_zoo, zoo_dir, progress=progress)
   for m in zoo.classifiers + [zoo.generator]:
     m.select_depths(cfg.depths)
-  return zoo.classifiers, zoo.generator, zoo.samples
+  return zoo
 
 
 def canonical_grid(classifiers: Sequence, generator) -> tuple[int, int]:

@@ -229,6 +229,8 @@ class Context:
     info: per model, its name, neurons, layers, sites and parameter count.
     generator_pairs: the vision zoo's generator against each discriminator (empty
       for text), matched like ``pairs`` but kept apart from the size axis.
+    zoo_summary: the vision zoo's summary (held-out accuracy of each classifier,
+      the generator's checks); None for text.
   """
   cfg: config_lib.StudyConfig
   workdir: str
@@ -241,6 +243,7 @@ class Context:
   info: tuple = ()
   progress: bool = True
   generator_pairs: list[Pair] = dataclasses.field(default_factory=list)
+  zoo_summary: dict | None = None
   _results: dict = dataclasses.field(default_factory=dict, repr=False)
   _vocab: dict = dataclasses.field(default_factory=dict, repr=False)
 
@@ -353,8 +356,8 @@ def _load_vision_context(cfg, workdir: str, models: str, record: dict,
   existed = config_lib.check_workdir(workdir, record)
   lock_workdir(workdir)
   t0 = time.time()
-  classifiers, generator, samples = vision_pipeline.train_models(
-      cfg, os.path.join(workdir, "zoo"), progress=progress)
+  zoo = vision_pipeline.train_models(cfg, os.path.join(workdir, "zoo"), progress=progress)
+  classifiers, generator, samples = zoo.classifiers, zoo.generator, zoo.samples
   pairs = sorted(zoo_pairs(classifiers), key=lambda p: p.size)
   gen_pairs = vision_pipeline.generator_pairs(generator, classifiers)
   if not existed:
@@ -369,7 +372,7 @@ def _load_vision_context(cfg, workdir: str, models: str, record: dict,
   return Context(cfg, workdir, models, pairs, stores, docs, weights,
                  {"models": t_models, "record": time.time() - t0},
                  tuple(model_info(m) for m in [generator] + classifiers), progress,
-                 generator_pairs=gen_pairs)
+                 generator_pairs=gen_pairs, zoo_summary=zoo.summary)
 
 
 def untrained_pairs(ctx: Context) -> list[Pair]:

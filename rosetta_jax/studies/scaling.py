@@ -57,6 +57,7 @@ class ScalingResult:
     generator_fit: their count over the discriminators' studied neurons (the
       discriminators of each width resampled; the generator is in every pair).
     generator_anchors: ``pairs.model_anchors`` of the generator over all its pairs.
+    zoo_summary: the vision zoo's accuracies and generator checks (None for text).
   """
   models: str
   pairs: tuple[pairs_lib.PairResult, ...]
@@ -78,6 +79,7 @@ class ScalingResult:
   generator_pairs: tuple[pairs_lib.PairResult, ...] = ()
   generator_fit: replicates.Fit | None = None
   generator_anchors: dict | None = None
+  zoo_summary: dict | None = None
 
   @property
   def fit(self) -> stats.PowerLawFit | None:
@@ -126,7 +128,7 @@ class ScalingResult:
         "units": self.pairs[0].units if self.pairs else 0, "documents": self.documents,
         "bootstrap": self.bootstrap, "model_info": list(self.model_info),
         "anchors": self.anchors, "seconds": self.seconds, "modality": self.modality,
-        "generator": self._generator_json(),
+        "generator": self._generator_json(), "zoo_summary": self.zoo_summary,
     }
 
   def _generator_json(self) -> dict | None:
@@ -226,7 +228,7 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
       seconds={**ctx.seconds, "match": sum(sum(r.seconds.values())
                                            for r in results + gen_results)},
       modality=ctx.cfg.modality, generator_pairs=gen_results, generator_fit=gen_fit,
-      generator_anchors=gen_anchors)
+      generator_anchors=gen_anchors, zoo_summary=ctx.zoo_summary)
 
 
 def generator_results(ctx: context_lib.Context):
@@ -387,6 +389,11 @@ def generator_section(rep: Report, result: ScalingResult) -> Report:
     anchor_section(rep, {gp[0].model_a: result.generator_anchors})
   rep.text("Units: the generated images x the canonical grid's cells. The null deranges "
            "whole images; the intervals resample images.", css="note")
+  zs = result.zoo_summary or {}
+  if zs.get("accuracy"):
+    rep.table(["classifier", "held-out accuracy"], [[k, v] for k, v in zs["accuracy"].items()])
+  if zs.get("generator"):
+    rep.table(["generator check", "value"], [[k, v] for k, v in zs["generator"].items()])
   return rep
 
 
