@@ -153,6 +153,13 @@ def test_resumed_run_matches_on_the_same_images(run, tmp_path):
   assert os.path.getmtime(samples) == mtime
 
 
+def test_only_the_scaling_study_runs_on_images(run):
+  _, ctx, _ = run
+  with pytest.raises(config.ConfigError, match="modality: the polarization study runs on "
+                     "text only"):
+    registry.run_study("polarization", ctx)
+
+
 def test_vision_config_errors():
   with pytest.raises(config.ConfigError, match="untrained: the untrained baseline"):
     dataclasses.replace(MICRO, untrained=True)
