@@ -22,11 +22,11 @@ MICRO = dataclasses.replace(
     config.VISION_PRESETS["tiny"],
     vision_zoo=Z.VisionZooConfig(
         widths=(8, 16), seeds=(0, 1, 2), num_layers=1, patch_size=7,
-        schedule=Z.Schedule(steps=40, batch_size=32, lr=3e-3, warmup=4, ckpt_every=20),
+        schedule=Z.Schedule(steps=24, batch_size=32, lr=3e-3, warmup=4, ckpt_every=24),
         generator=Z.GeneratorConfig(
             hidden_size=16, num_layers=1, num_heads=2, num_samples=40,
-            schedule=Z.Schedule(steps=20, batch_size=16, lr=2e-3, warmup=2,
-                                weight_decay=0.0, ckpt_every=10))),
+            schedule=Z.Schedule(steps=12, batch_size=16, lr=2e-3, warmup=2,
+                                weight_decay=0.0, ckpt_every=12))),
     record_batch=16, bootstrap=20, candidates=4, null_permutations=2, budgets=(0.5,))
 CELLS = 16
 
