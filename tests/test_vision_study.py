@@ -5,6 +5,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -29,6 +31,7 @@ MICRO = dataclasses.replace(
                                 weight_decay=0.0, ckpt_every=12))),
     record_batch=16, bootstrap=20, candidates=4, null_permutations=2, budgets=(0.5,))
 CELLS = 16
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_study(cfg, workdir):
@@ -167,6 +170,10 @@ def test_vision_config_errors():
     dataclasses.replace(MICRO, identity_null=True)
   with pytest.raises(config.ConfigError, match="record_docs: with --modality=vision"):
     dataclasses.replace(MICRO, record_docs=10)
+  with pytest.raises(config.ConfigError, match=r"zoo: the text zoo's settings \(--zoo_\*\)"):
+    dataclasses.replace(MICRO, zoo=dataclasses.replace(MICRO.zoo, steps=5))
+  with pytest.raises(config.ConfigError, match="vision_zoo: the vision zoo's settings"):
+    dataclasses.replace(config.PRESETS["tiny"], vision_zoo=MICRO.vision_zoo)
   with pytest.raises(config.ConfigError, match="modality: must be one of"):
     dataclasses.replace(MICRO, modality="audio")
   with pytest.raises(config.ConfigError, match="preset: unknown preset 'paper' for "
@@ -185,3 +192,14 @@ def test_vision_refuses_model_lists(tmp_path):
                      "zoo only"):
     context.load_context(MICRO, str(tmp_path), "a,b", progress=False)
   assert not os.path.exists(tmp_path / "config.json")
+
+
+def test_binary_picks_the_vision_presets(tmp_path):
+  """--preset names a preset of --modality's family (the text family has 'paper', the
+  vision family does not), refused naming the flag before any write."""
+  out = subprocess.run([sys.executable, "-m", "experiments.scaling", "--modality=vision",
+                        "--preset=paper", f"--workdir={tmp_path}"], capture_output=True,
+                       text=True, cwd=ROOT)
+  assert out.returncode != 0
+  assert "--preset: unknown preset 'paper' for --modality=vision" in out.stderr
+  assert not os.listdir(tmp_path)

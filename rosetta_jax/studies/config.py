@@ -133,6 +133,9 @@ class StudyConfig:
            f"must lie in (0, 1), got {self.null_fdr}")
     _check(self.modality in MODALITIES, "modality",
            f"must be one of {MODALITIES}, got {self.modality!r}")
+    if self.modality == "text":
+      _check(self.vision_zoo == VisionZooConfig(), "vision_zoo", "the vision zoo's settings "
+             "(--vision_zoo_*) apply with --modality=vision only")
     if self.modality == "vision":
       # What the vision path does not have (yet), refused rather than ignored.
       _check(not self.untrained, "untrained", "the untrained baseline exists for the text "
@@ -145,6 +148,8 @@ class StudyConfig:
              "--vision_zoo_generator_num_samples (record_docs must be 0)")
       _check(self.record_chars == 0, "record_chars", "images have no characters to cut "
              "(record_chars must be 0 with --modality=vision)")
+      _check(self.zoo == ZooConfig(), "zoo", "the text zoo's settings (--zoo_*) do not apply "
+             "with --modality=vision; the vision zoo's are --vision_zoo_*")
       _check(self.vision_zoo.generator is not None, "vision_zoo.generator",
              "the vision study matches the generator against the discriminators; it "
              "needs one")
