@@ -185,6 +185,9 @@ def test_vision_config_errors():
   rec = config.workdir_record("pipeline", "zoo", config.PRESETS["tiny"])
   assert "modality" not in rec["config"] and "vision_zoo" not in rec["config"]
   assert config.from_dict(config.StudyConfig, rec["config"]) == config.PRESETS["tiny"]
+  # A vision run's record (no text zoo) reads back as its config (--config=.../config.json).
+  vrec = json.loads(json.dumps(config.workdir_record("pipeline", "zoo", MICRO)))
+  assert config.from_dict(config.StudyConfig, vrec["config"]) == MICRO
 
 
 def test_vision_refuses_model_lists(tmp_path):
