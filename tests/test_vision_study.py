@@ -156,11 +156,23 @@ def test_resumed_run_matches_on_the_same_images(run, tmp_path):
   assert os.path.getmtime(samples) == mtime
 
 
-def test_only_the_scaling_study_runs_on_images(run):
-  _, ctx, _ = run
-  with pytest.raises(config.ConfigError, match="modality: the polarization study runs on "
+def test_polarization_with_classes_as_domains(run):
+  """The polarization study on images: documents are images, domains their classes."""
+  _, ctx, res = run
+  assert ctx.labels.domains == tuple(sorted(set(ctx.stores["vit-w8-s0"].documents["domains"])))
+  m = ctx.pairs[0].a
+  st = ctx.neuron_stats(m)
+  x = _acts(ctx.stores[m.name], m.mlp_sites())
+  np.testing.assert_array_equal(st.n, CELLS)                     # one document per image
+  np.testing.assert_allclose(st.s1, (x - st.center).reshape(40, CELLS, -1).sum(1), atol=1e-4)
+  pol = registry.run_study("polarization", ctx, write=False).to_json()
+  assert [p["label"] for p in pol["per_size"]] == [p["label"] for p in res["pairs"]]
+  for p, q in zip(pol["per_size"], res["pairs"]):
+    assert p["rosetta"] == 2 * q["count"]       # both models' Rosetta neurons, pooled
+  assert pol["documents"] == 40 and pol["units"] == 40 * CELLS
+  with pytest.raises(config.ConfigError, match="modality: the domains study runs on "
                      "text only"):
-    registry.run_study("polarization", ctx)
+    registry.run_study("domains", ctx)
 
 
 def test_vision_config_errors():

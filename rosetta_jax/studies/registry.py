@@ -21,7 +21,7 @@ from rosetta_jax.studies import datafilter, domains, null_ablation, polarization
 STUDIES = {m.NAME: m for m in (scaling, polarization, domains, null_ablation, theory,
                                datafilter)}
 
-VISION_STUDIES = ("scaling",)        # the studies --modality=vision runs
+VISION_STUDIES = ("scaling", "polarization")   # the studies --modality=vision runs
 
 
 def output_dir(ctx: context_lib.Context, name: str) -> str:
