@@ -282,3 +282,33 @@ def vision_zoo(s: dict) -> str:
           f"{g['classified_as_asked']:.1%} of them (chance 10%).")
   return _table(["classifier width", "seeds", "held-out accuracy (2,000 test images)"],
                 rows) + text
+
+
+@template("polarization_trend")
+def polarization_trend(s: dict) -> str:
+  """Each selectivity metric's trend with ln N: Cohen's d (Rosetta vs the rest) and
+  Cliff's delta against the matched control."""
+  r = s["results"]
+  ctrl = r.get("trend_control") or {}
+  rows = []
+  for m, t in r["trend"].items():
+    c = ctrl.get(m, {}).get("delta")
+    rows.append([m, f"{t['d']['slope']:+.3f}", _ci(t["d"]["ci"]),
+                 "-" if c is None else f"{c['slope']:+.3f}",
+                 "-" if c is None else _ci(c["ci"])])
+  return _table(["metric", "d slope per ln N", "95% CI", "Cliff's delta vs control: slope",
+                 "95% CI"], rows)
+
+
+@template("polarization_sizes")
+def polarization_sizes(s: dict) -> str:
+  """Cohen's d of each metric (positive: Rosetta more selective), mean over each
+  size's pairs."""
+  per = s["results"]["per_size"]
+  metrics = list(per[0]["metrics"]) if per else []
+  by = {}
+  for p in per:
+    by.setdefault(p["size"], []).append(p)
+  rows = [[f"{n:.0f}", len(ps)] + [f"{sum(p['metrics'][m]['d'] for p in ps) / len(ps):+.2f}"
+                                   for m in metrics] for n, ps in by.items()]
+  return _table(["size N", "pairs"] + metrics, rows)
