@@ -106,7 +106,9 @@ def finish(ctx, result=None) -> None:
     from rosetta_jax.report import docs  # pylint: disable=g-import-not-at-top
     docs.write_summary(SUMMARY.value, result.to_json(), seconds=time.time() - _START)
     print(f"wrote {SUMMARY.value}")
-  if EXPLORER.value:
+  if EXPLORER.value and getattr(ctx.cfg, "modality", "text") != "text":
+    print("no explorer page: the explorer shows text units only (--noexplorer to silence)")
+  elif EXPLORER.value:
     from rosetta_jax import explorer  # pylint: disable=g-import-not-at-top
     print(f"wrote {explorer.write_explorer(ctx, progress=PROGRESS.value)}")
 
@@ -123,10 +125,12 @@ def make_config(argv, cls=config_lib.StudyConfig, presets=None, preset=None, pat
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   quiet_logs()
-  presets = config_lib.PRESETS if presets is None else presets
   path = CONFIG.value if path is None else path
+  # A study's --preset is the named preset of its --modality (text unless given).
+  modality = (flags.FLAGS.modality if presets is None and cls is config_lib.StudyConfig
+              and "modality" in flags.FLAGS else None)
   base = (config_lib.load_config(path, cls) if path
-          else config_lib.get_preset(preset or PRESET.value, presets))
+          else config_lib.get_preset(preset or PRESET.value, presets, modality=modality))
   cfg = config_lib.apply_flags(base, skip=skip, **overrides)
   logging.info("config: %s", json.dumps(config_lib.to_dict(cfg)))
   if VERIFY.value:

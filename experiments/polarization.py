@@ -10,6 +10,8 @@ neurons with document-bootstrap CIs, and the slope of d against ln N with its CI
 About 1 minute after the scaling study on the tiny preset (2 CPU cores). The result
 to look for: d > 0 and a positive slope whose CI excludes 0.
 
+With ``--modality=vision`` it runs on the vision zoo's seed pairs, a class being
+a domain and a grid cell a unit's "token" (docs/vision.md).
 Shares ``--workdir`` with ``experiments.scaling`` (zoo, activation stores and
 Rosetta pairs are reused, or made if missing); this study's ``results.json`` and
 ``report.html`` go to ``<workdir>/polarization/``. Re-running

@@ -12,6 +12,12 @@ Timings are in docs/scaling.md. Every field of ``StudyConfig``
 (``rosetta_jax/studies/config.py``) is a flag (``--bootstrap``, ``--k``,
 ``--null_fdr``, ``--zoo_steps``, ...); ``--helpshort`` lists them.
 
+``--modality=vision`` (with ``--models=zoo``) runs it on the vision zoo instead:
+ViT classifiers at 5 widths x 3 seeds and a one-step MeanFlow generator trained on
+the embedded Fashion-MNIST images, every model recorded on the generator's images
+on one canonical patch grid; it adds the generator against each discriminator and
+the generator's anchors (docs/vision.md).
+
 ``--models=DIR_A,DIR_B,...`` runs the same study on Hugging Face checkpoints in
 local directories (every pair matched; ``A1+A2,B1+B2`` pairs within groups).
 Re-running the same command resumes; a workdir holding another config is an error.
@@ -52,6 +58,14 @@ def main(argv):
     u = res.untrained_fit
     print(f"untrained: counts {[p.count for p in res.untrained]}"
           + (f", beta = {u.beta:.3f}" if u.beta is not None else ""))
+  if res.generator_pairs:
+    g, gf = res.generator_pairs, res.generator_fit
+    print(f"generator {g[0].model_a} vs each discriminator: counts "
+          f"{[p.count for p in g]}" + (f", beta = {gf.beta:.3f} [{gf.ci[0]:.3f}, "
+                                       f"{gf.ci[1]:.3f}]" if gf and gf.fit else ""))
+    a = res.generator_anchors
+    print(f"generator anchors (a partner in all {a['partners']} discriminators): "
+          f"{a['count']} [{a['count_ci'][0]:.0f}, {a['count_ci'][1]:.0f}]")
   print(res.converged["verdict"])
   print(f"wrote {cf.WORKDIR.value}/results.json and {cf.WORKDIR.value}/report.html")
   cf.finish(ctx, res)

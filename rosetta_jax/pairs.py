@@ -575,9 +575,7 @@ def anchor_sets(ctx, results: Sequence[PairResult]) -> dict | None:
   """Neurons of each model with a Rosetta partner in *every* other model.
 
   Defined when every pair of >= 3 models was matched (a plain ``A,B,C`` list).
-  For model X the anchor set is ``rosetta.anchors`` of X's Rosetta masks with
-  each other model; its interval intersects the same document resamples of
-  every pair.
+  For model X the anchor set is ``model_anchors`` of X's pairs with each other model.
 
   Returns:
     {model: {count, fraction, count_ci, partners, layer_density, depth}} or None.
@@ -588,28 +586,38 @@ def anchor_sets(ctx, results: Sequence[PairResult]) -> dict | None:
   if len(names) < 3 or any((x, y) not in by and (y, x) not in by
                            for i, x in enumerate(names) for y in names[i + 1:]):
     return None
-  out = {}
-  for m in models:
-    points, members = [], []
-    for y in names:
-      if y == m.name:
-        continue
-      if (m.name, y) in by:
-        r = by[(m.name, y)]
-        points.append(r.mask_a)
-        members.append(r.members_a)
-      else:
-        r = by[(y, m.name)]
-        points.append(r.mask_b)
-        members.append(r.members_b)
-    point = rosetta.anchors(points)
-    count = int(point.sum())
-    site_of = np.arange(m.num_neurons) // m.neurons_per_layer
-    density = (np.bincount(site_of[point], minlength=len(m.mlp_sites())) /
-               np.bincount(site_of))
-    out[m.name] = {"count": count, "fraction": count / m.num_neurons,
-                   "partners": len(names) - 1,
-                   "count_ci": stats.count_interval(count, rosetta.anchors(members).sum(1)),
-                   "layer_density": density.tolist(),
-                   "depth": list(stats.relative_depths(m.mlp_sites(), m.num_layers).values())}
-  return out
+  return {m.name: model_anchors(m, [by[(m.name, y)] if (m.name, y) in by else by[(y, m.name)]
+                                    for y in names if y != m.name])
+          for m in models}
+
+
+def model_anchors(model: base.Model, results: Sequence[PairResult]) -> dict:
+  """Neurons of ``model`` with a Rosetta partner in the other model of every pair.
+
+  ``results`` holds one pair of ``model`` (on either side) with each other model
+  (e.g. the vision zoo's generator with every discriminator). The anchor set is
+  ``rosetta.anchors`` of ``model``'s Rosetta masks; its interval intersects the
+  same document resamples of every pair (all pairs share the resamples).
+
+  Returns:
+    {count, fraction, count_ci, partners, layer_density, depth}.
+  """
+  points, members = [], []
+  for r in results:
+    if r.model_a == model.name:
+      points.append(r.mask_a)
+      members.append(r.members_a)
+    elif r.model_b == model.name:
+      points.append(r.mask_b)
+      members.append(r.members_b)
+    else:
+      raise ValueError(f"pair {r.label} does not hold model {model.name!r}")
+  point = rosetta.anchors(points)
+  count = int(point.sum())
+  site_of = np.arange(model.num_neurons) // model.neurons_per_layer
+  density = (np.bincount(site_of[point], minlength=len(model.mlp_sites())) /
+             np.bincount(site_of))
+  return {"count": count, "fraction": count / model.num_neurons, "partners": len(results),
+          "count_ci": stats.count_interval(count, rosetta.anchors(members).sum(1)),
+          "layer_density": density.tolist(),
+          "depth": list(stats.relative_depths(model.mlp_sites(), model.num_layers).values())}

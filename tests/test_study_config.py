@@ -11,6 +11,7 @@ from absl import flags
 
 from rosetta_jax.match.rosetta import Criterion
 from rosetta_jax.studies import config, context
+from rosetta_jax.zoo import vision as Z
 from rosetta_jax.zoo.config import ZooConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,8 +56,16 @@ def test_record_config_refuses_bad_values():
 def test_flags_are_derived_from_every_field():
   fv = flags.FlagValues()
   names = config.define_flags(config.StudyConfig, flag_values=fv)
-  leaves = [f.name for f in dataclasses.fields(config.StudyConfig) if f.name != "zoo"]
+  leaves = [f.name for f in dataclasses.fields(config.StudyConfig)
+            if f.name not in ("zoo", "vision_zoo")]
   leaves += [f"zoo_{f.name}" for f in dataclasses.fields(ZooConfig)]
+  sched = [f.name for f in dataclasses.fields(Z.Schedule)]
+  leaves += [f"vision_zoo_{f.name}" for f in dataclasses.fields(Z.VisionZooConfig)
+             if f.name not in ("schedule", "generator")]
+  leaves += [f"vision_zoo_schedule_{n}" for n in sched]
+  leaves += [f"vision_zoo_generator_{f.name}" for f in dataclasses.fields(Z.GeneratorConfig)
+             if f.name != "schedule"]
+  leaves += [f"vision_zoo_generator_schedule_{n}" for n in sched]
   assert sorted(names) == sorted(leaves)
   assert "resamples" in fv["bootstrap"].help       # the docstring's line is the help
   fv(["prog", "--bootstrap=7", "--depths=0,0.5", "--r_min=none", "--zoo_steps=5",
@@ -64,6 +73,13 @@ def test_flags_are_derived_from_every_field():
   cfg = config.apply_flags(MICRO, flag_values=fv)
   assert cfg == dataclasses.replace(MICRO, bootstrap=7, depths=(0.0, 0.5), null_threshold=False,
                                     zoo=dataclasses.replace(MICRO.zoo, steps=5))
+  # The vision zoo's nested flags, down to its (optional) generator's schedule.
+  fv3 = flags.FlagValues()
+  config.define_flags(config.StudyConfig, flag_values=fv3)
+  fv3(["prog", "--vision_zoo_generator_schedule_steps=7", "--vision_zoo_widths=8,16"])
+  vis = config.apply_flags(config.VISION_PRESETS["tiny"], flag_values=fv3)
+  assert vis.vision_zoo.generator.schedule.steps == 7 and vis.vision_zoo.widths == (8, 16)
+  assert vis.vision_zoo.generator.hidden_size == 48 and vis.modality == "vision"
   fv2 = flags.FlagValues()
   config.define_flags(config.StudyConfig, flag_values=fv2)
   fv2(["prog", "--r_min=0.3"])
@@ -110,7 +126,7 @@ def test_refused_run_leaves_no_config_and_the_corrected_one_runs(tmp_path):
   assert not (wd / "config.json").exists()
   out = _binary("scaling", f"--workdir={wd}", f"--config={cfg_path}", "--noprogress")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert json.loads((wd / "config.json").read_text())["config"] == config.to_dict(MICRO)
+  assert json.loads((wd / "config.json").read_text())["config"] == config.record_dict(MICRO)
   res = json.loads((wd / "results.json").read_text())
   # The run's explorer: one row per Rosetta pair of every model pair, and one per
   # pair of the first null permutation.

@@ -225,6 +225,103 @@ def polarization_controls(s: dict) -> str:
                 rows)
 
 
+# ----------------------------------------------------------------------------
+# The vision study (``--modality=vision``: docs/vision.md)
+# ----------------------------------------------------------------------------
+
+
+def _fit_text(f: dict | None) -> str:
+  if not f or f.get("beta") is None:
+    return "no power-law fit (fewer than two sizes with pairs)"
+  return (f"beta = {_b(f['beta'])}, 95% CI {_ci(f['ci'])} (resampling {f['resamples']}; "
+          f"regression interval {_ci(f['regression_ci'])})")
+
+
+@template("vision_headline")
+def vision_headline(s: dict) -> str:
+  """Both fits, the anchors and the units, in three sentences."""
+  r = s["results"]
+  g = r["generator"]
+  a = g["anchor_set"]
+  grid = r["units"] // r["documents"]
+  return (f"{r['documents']} generated images x {grid} grid cells = {r['units']} units; "
+          f"declared criterion {r['criterion_name']}. Discriminator vs discriminator (the "
+          f"seeds of each width, {len(r['pairs'])} pairs over {len(r['headline']['sizes'])} "
+          f"sizes): {_fit_text(r['headline'])}; {r['converged']['verdict']}. Generator vs "
+          f"each discriminator ({len(g['pairs'])} pairs; size = the discriminator's studied "
+          f"MLP neurons): {_fit_text(g['fit'])}. Anchors: {a['count']} of the generator's "
+          f"{g['neurons']} studied neurons have a Rosetta partner in all {a['partners']} "
+          f"discriminators (95% CI {_ci(a['count_ci'], '{:.0f}')}).")
+
+
+@template("vision_side_by_side")
+def vision_side_by_side(s: dict) -> str:
+  """Per discriminator size: the seed pairs' and the generator pairs' mean counts."""
+  r = s["results"]
+  h, g = r["headline"], r["generator"]["fit"]
+  gen = {n: (c, ci) for n, c, ci in zip(g["sizes"], g["counts"], g["count_ci"])}
+  rows = []
+  for n, c, ci in zip(h["sizes"], h["counts"], h["count_ci"]):
+    gc, gci = gen.get(n, (None, None))
+    rows.append([f"{n:.0f}", f"{c:.1f}", _ci(ci, "{:.1f}"), f"{c / n:.3f}",
+                 _b(gc, "{:.1f}"), _ci(gci, "{:.1f}"),
+                 "-" if gc is None else f"{gc / n:.3f}"])
+  return _table(["discriminator MLP neurons", "seed pairs: mean count",
+                 "95% CI (models and images)", "fraction",
+                 "generator vs discriminator: mean count", "95% CI", "fraction"], rows)
+
+
+def _pair_rows(ps) -> list:
+  return [[p["label"], p["neurons_b"], p["count"], _ci(p["count_ci"], "{:.0f}"),
+           f"{p['false_positives']:.2f}", p["raw_count"], f"{p['null_count']:.1f}",
+           _b(p["r_threshold"])] for p in ps]
+
+
+_PAIR_HEADER = ["pair", "neurons (B)", "count", "95% CI (images)", "est. false positives",
+                "mutual NN", "null pairs / permutation", "r threshold"]
+
+
+@template("vision_pairs")
+def vision_pairs(s: dict) -> str:
+  """Every pair: the seed pairs, then the generator against each discriminator."""
+  r = s["results"]
+  return _table(_PAIR_HEADER, _pair_rows(r["pairs"]) + _pair_rows(r["generator"]["pairs"]))
+
+
+@template("vision_zoo")
+def vision_zoo(s: dict) -> str:
+  """Mean held-out accuracy per width and the generator's checks."""
+  z = s["results"]["zoo_summary"]
+  by = {}
+  for name, acc in z["accuracy"].items():
+    by.setdefault(name.rsplit("-s", 1)[0], []).append(acc)
+  rows = [[w, len(v), f"{min(v):.3f} .. {max(v):.3f}"] for w, v in by.items()]
+  g = z["generator"]
+  text = (f"\n\nGenerator: {g['num_samples']} one-step samples, pixel mean / std "
+          f"{g['pixel_mean']:.1f} / {g['pixel_std']:.1f} (training images "
+          f"{g['train_pixel_mean']:.1f} / {g['train_pixel_std']:.1f}); the widest "
+          f"classifier (seed 0) names the class each was generated for in "
+          f"{g['classified_as_asked']:.1%} of them (chance 10%).")
+  return _table(["classifier width", "seeds", "held-out accuracy (2,000 test images)"],
+                rows) + text
+
+
+@template("polarization_trend")
+def polarization_trend(s: dict) -> str:
+  """Each selectivity metric's trend with ln N: Cohen's d (Rosetta vs the rest) and
+  Cliff's delta against the matched control."""
+  r = s["results"]
+  ctrl = r.get("trend_control") or {}
+  rows = []
+  for m, t in r["trend"].items():
+    c = ctrl.get(m, {}).get("delta")
+    rows.append([m, f"{t['d']['slope']:+.3f}", _ci(t["d"]["ci"]),
+                 "-" if c is None else f"{c['slope']:+.3f}",
+                 "-" if c is None else _ci(c["ci"])])
+  return _table(["metric", "d slope per ln N", "95% CI", "Cliff's delta vs control: slope",
+                 "95% CI"], rows)
+
+
 @template("polarization_sizes")
 def polarization_sizes(s: dict) -> str:
   """Per pair, kurtosis and Hoyer: Cliff's delta against the rest and both controls."""
@@ -270,3 +367,17 @@ def domains_controls(s: dict) -> str:
                     _verdict(r["trend"][arm]["minus_null"]["ci"])]
                    for arm, name in names.items()])
   return table + "\n\n" + trends
+
+
+@template("vision_polarization_sizes")
+def vision_polarization_sizes(s: dict) -> str:
+  """Cohen's d of each metric (positive: Rosetta more selective), mean over each
+  size's pairs."""
+  per = s["results"]["per_size"]
+  metrics = list(per[0]["metrics"]) if per else []
+  by = {}
+  for p in per:
+    by.setdefault(p["size"], []).append(p)
+  rows = [[f"{n:.0f}", len(ps)] + [f"{sum(p['metrics'][m]['d'] for p in ps) / len(ps):+.2f}"
+                                   for m in metrics] for n, ps in by.items()]
+  return _table(["size N", "pairs"] + metrics, rows)

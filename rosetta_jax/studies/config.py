@@ -30,9 +30,12 @@ from typing import Any
 
 from rosetta_jax import io as io_lib
 from rosetta_jax.zoo.config import ZooConfig
+from rosetta_jax.zoo import vision as vision_zoo_lib
+from rosetta_jax.zoo.vision import VisionZooConfig
 
 FORMAT = 2
 POOLINGS = ("mean", "max", "last")
+MODALITIES = ("text", "vision")
 
 
 class ConfigError(ValueError):
@@ -53,11 +56,16 @@ class StudyConfig:
   """The studies on a zoo (or on a list of models).
 
   Attributes:
-    zoo: the zoo to train (ignored for real models).
-    record_docs: held-out documents to record (0 = all; evenly spaced).
+    modality: text (the GPT-NeoX zoo or language models on the embedded corpus) or
+      vision (the vision zoo: ViT classifiers and a one-step generator, recorded
+      on the generator's images on the canonical patch grid; docs/vision.md).
+    zoo: the zoo to train (ignored for real models and for vision).
+    vision_zoo: the vision zoo to train (modality vision).
+    record_docs: held-out documents to record (0 = all; evenly spaced; text only:
+      the vision probe images are the generator's samples).
     record_chars: characters kept from the start of each document (0 = all).
     record_len: context window of the recording forward pass, in tokens.
-    record_batch: windows per recording batch.
+    record_batch: windows (text) or images (vision) per recording batch.
     depths: relative depths in [0, 1] of the layers to study, each model's layer
       whose share of the depth axis holds it (empty = every layer).
     pooling: how tokens pool into aligned units (mean, max or last).
@@ -77,7 +85,9 @@ class StudyConfig:
     identity_null: also run the unit-identity null (B's units permuted among units
       with the same text).
   """
+  modality: str = "text"
   zoo: ZooConfig = ZooConfig()
+  vision_zoo: VisionZooConfig = VisionZooConfig()
   record_docs: int = 0
   record_chars: int = 0
   record_len: int = 64
@@ -121,6 +131,28 @@ class StudyConfig:
            f"a correlation must lie in [-1, 1], got {self.r_min}")
     _check(self.null_fdr is None or 0.0 < self.null_fdr < 1.0, "null_fdr",
            f"must lie in (0, 1), got {self.null_fdr}")
+    _check(self.modality in MODALITIES, "modality",
+           f"must be one of {MODALITIES}, got {self.modality!r}")
+    if self.modality == "text":
+      _check(self.vision_zoo == VisionZooConfig(), "vision_zoo", "the vision zoo's settings "
+             "(--vision_zoo_*) apply with --modality=vision only")
+    if self.modality == "vision":
+      # What the vision path does not have (yet), refused rather than ignored.
+      _check(not self.untrained, "untrained", "the untrained baseline exists for the text "
+             "zoo only; pass --nountrained with --modality=vision")
+      _check(not self.identity_null, "identity_null", "the unit-identity null permutes "
+             "units of the same text, and image cells have none; pass --noidentity_null "
+             "with --modality=vision")
+      _check(self.record_docs == 0, "record_docs", "with --modality=vision the probe images "
+             "are the generator's samples: set their number with "
+             "--vision_zoo_generator_num_samples (record_docs must be 0)")
+      _check(self.record_chars == 0, "record_chars", "images have no characters to cut "
+             "(record_chars must be 0 with --modality=vision)")
+      _check(self.zoo == ZooConfig(), "zoo", "the text zoo's settings (--zoo_*) do not apply "
+             "with --modality=vision; the vision zoo's are --vision_zoo_*")
+      _check(self.vision_zoo.generator is not None, "vision_zoo.generator",
+             "the vision study matches the generator against the discriminators; it "
+             "needs one")
 
   @property
   def criterion(self):
@@ -233,6 +265,19 @@ PRESETS: dict[str, StudyConfig] = {
         record_len=256, bootstrap=1000),
 }
 
+# ``--modality=vision`` picks its preset here (``get_preset``). The vision zoo's own
+# presets (``zoo/vision.py``); no untrained baseline or unit-identity null (refused).
+VISION_PRESETS: dict[str, StudyConfig] = {
+    # 5 widths (MLP neurons 64..512 over 2 layers, 8x), 3 seeds, 200 generated images.
+    "tiny": StudyConfig(modality="vision", vision_zoo=vision_zoo_lib.PRESETS["tiny"],
+                        record_batch=50, bootstrap=200, untrained=False, identity_null=False),
+    # 5 widths (MLP neurons 192..1,536 over 3 layers), 3 seeds, 500 generated images.
+    "default": StudyConfig(modality="vision", vision_zoo=vision_zoo_lib.PRESETS["default"],
+                           record_batch=50, bootstrap=500, untrained=False,
+                           identity_null=False),
+}
+PRESETS_BY_MODALITY = {"text": PRESETS, "vision": VISION_PRESETS}
+
 RECORD_PRESETS: dict[str, RecordConfig] = {
     # placeholders for the model: --model is always given.
     "tiny": RecordConfig(model="-", max_docs=40, max_chars=600, max_len=64),
@@ -240,12 +285,17 @@ RECORD_PRESETS: dict[str, RecordConfig] = {
 }
 
 
-def get_preset(name: str, presets: dict | None = None):
-  presets = PRESETS if presets is None else presets
+def get_preset(name: str, presets: dict | None = None, modality: str | None = None):
+  """A named preset (of ``presets``, else of the studies' ``modality``, text by default)."""
+  if presets is None:
+    if modality is not None and modality not in PRESETS_BY_MODALITY:
+      raise ConfigError(f"modality: must be one of {MODALITIES}, got {modality!r}")
+    presets = PRESETS_BY_MODALITY[modality or "text"]
   try:
     return presets[name]
   except KeyError:
-    raise ConfigError(f"preset: unknown preset {name!r}; expected one of "
+    what = f" for --modality={modality}" if modality else ""
+    raise ConfigError(f"preset: unknown preset {name!r}{what}; expected one of "
                       f"{sorted(presets)}") from None
 
 
@@ -269,8 +319,8 @@ def from_dict(cls, d: dict, where: str = "config"):
                       f"known: {sorted(names)}")
   kw = {}
   for k, v in d.items():
-    t = hints[k]
-    if dataclasses.is_dataclass(t):
+    t = _optional(hints[k])[0]           # a nested config may be optional (None)
+    if dataclasses.is_dataclass(t) and isinstance(v, dict):
       v = from_dict(t, v, f"{where}.{k}")
     elif isinstance(v, list):
       v = tuple(v)
@@ -316,7 +366,8 @@ def _flag_fields(cls, prefix: str = ""):
   docs = _field_docs(cls)
   for f in dataclasses.fields(cls):
     t = hints[f.name]
-    if dataclasses.is_dataclass(t):
+    if dataclasses.is_dataclass(_optional(t)[0]):
+      t = _optional(t)[0]
       for name, path, tt, h in _flag_fields(t, f"{prefix}{f.name}_"):
         yield name, (f.name,) + path, tt, h
     else:
@@ -403,7 +454,10 @@ def apply_flags(cfg, flag_values=None, skip: tuple[str, ...] = (), **overrides):
   d = to_dict(cfg)
   for path, v in changes.items():
     sub = d
-    for p in path[:-1]:
+    for i, p in enumerate(path[:-1]):
+      if sub[p] is None:
+        raise ConfigError(f"{'.'.join(path[:i + 1])}: is unset (None) in this config, so "
+                          f"--{'_'.join(path)} cannot apply")
       sub = sub[p]
     sub[path[-1]] = list(v) if isinstance(v, tuple) else v
   return from_dict(type(cfg), d)
@@ -414,9 +468,20 @@ def apply_flags(cfg, flag_values=None, skip: tuple[str, ...] = (), **overrides):
 # ----------------------------------------------------------------------------
 
 
+def record_dict(cfg) -> dict:
+  """``to_dict(cfg)`` less a study config's fields of the other modality: a text run's
+  record has no ``modality`` or ``vision_zoo`` (so workdirs written before vision
+  existed still match), a vision run's no text ``zoo``."""
+  d = to_dict(cfg)
+  if isinstance(cfg, StudyConfig):
+    for k in (("modality", "vision_zoo") if cfg.modality == "text" else ("zoo",)):
+      d.pop(k)
+  return d
+
+
 def workdir_record(study: str, models: str, cfg, **extra) -> dict:
   """What config.json holds: the format, the study, the models and the config."""
-  return {"format": FORMAT, "study": study, "models": models, "config": to_dict(cfg),
+  return {"format": FORMAT, "study": study, "models": models, "config": record_dict(cfg),
           **json.loads(json.dumps(extra, default=io_lib.json_default))}
 
 

@@ -22,6 +22,10 @@ models" of the definition). For a list of models, ``A+B,C+D`` pairs models
 joined by ``+`` (one size per group); a plain list ``A,B,C`` matches every pair
 and places each pair at the geometric mean of the two models' neuron counts.
 Entries are model directories, ``offline:`` names or GGUF files.
+
+``--modality=vision`` (``zoo`` only) trains the vision zoo, records it on the
+generator's images (``rosetta_jax/vision_pipeline.py``) and adds the generator's
+pairs with each discriminator (``ctx.generator_pairs``) beside the seed pairs.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rosetta_jax import recording
+from rosetta_jax import recording, vision_pipeline
 from rosetta_jax import store as store_lib
 from rosetta_jax.analysis import bootstrap, selectivity as sel
 from rosetta_jax.data import corpus as corpus_lib
@@ -242,6 +246,10 @@ class Context:
     info: per model, its name, neurons, layers, sites and parameter count.
     mesh: a ``("data", "model")`` device mesh the pairs are matched over (units on
       ``data``, neurons on ``model``; ``--mesh``), or None: one device.
+    generator_pairs: the vision zoo's generator against each discriminator (empty
+      for text), matched like ``pairs`` but kept apart from the size axis.
+    zoo_summary: the vision zoo's summary (held-out accuracy of each classifier,
+      the generator's checks); None for text.
   """
   cfg: config_lib.StudyConfig
   workdir: str
@@ -254,15 +262,20 @@ class Context:
   info: tuple = ()
   progress: bool = True
   mesh: Any = None
+  generator_pairs: list[Pair] = dataclasses.field(default_factory=list)
+  zoo_summary: dict | None = None
   _results: dict = dataclasses.field(default_factory=dict, repr=False)
   _vocab: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @property
   def unique_models(self) -> list[base.Model]:
-    return list({m.name: m for p in self.pairs for m in (p.a, p.b)}.values())
+    return list({m.name: m for p in self.pairs + self.generator_pairs
+                 for m in (p.a, p.b)}.values())
 
   @functools.cached_property
   def _labels(self):
+    if self.cfg.modality == "vision":
+      return vision_pipeline.unit_labels(next(iter(self.stores.values())))
     return unit_labels(self.unique_models, self.docs, self.stores)
 
   @property
@@ -331,6 +344,8 @@ def load_context(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   pairs are matched over (``Context.mesh``).
   """
   record = config_lib.workdir_record("pipeline", models, cfg)
+  if cfg.modality == "vision":
+    return _load_vision_context(cfg, workdir, models, record, progress)
   from rosetta_jax.models import check_model  # pylint: disable=g-import-not-at-top
   for group in parse_models(models):                 # a bad spec or a damaged checkpoint
     for name in group:                               # fails before any work or write
@@ -351,6 +366,34 @@ def load_context(cfg: config_lib.StudyConfig, workdir: str, models: str = "zoo",
   return Context(cfg, workdir, models, pairs, stores, docs, weights,
                  {"models": t_models, "record": time.time() - t0},
                  tuple(model_info(m) for m in uniq), progress, mesh)
+
+
+def _load_vision_context(cfg, workdir: str, models: str, record: dict,
+                         progress: bool) -> Context:
+  """``load_context`` for the vision zoo: train, record on the generated images, pair."""
+  if models.strip() != "zoo":
+    raise config_lib.ConfigError(f"models: --modality=vision runs the vision zoo only "
+                                 f"(--models=zoo), got {models!r}")
+  existed = config_lib.check_workdir(workdir, record)
+  lock_workdir(workdir)
+  t0 = time.time()
+  zoo = vision_pipeline.train_models(cfg, os.path.join(workdir, "zoo"), progress=progress)
+  classifiers, generator, samples = zoo.classifiers, zoo.generator, zoo.samples
+  pairs = sorted(zoo_pairs(classifiers), key=lambda p: p.size)
+  gen_pairs = vision_pipeline.generator_pairs(generator, classifiers)
+  if not existed:
+    config_lib.write_workdir_config(workdir, record)
+  t_models = time.time() - t0
+  t0 = time.time()
+  stores = vision_pipeline.record_models(
+      classifiers, generator, samples, lambda n: os.path.join(workdir, "acts", safe_name(n)),
+      batch_size=cfg.record_batch, progress=progress)
+  docs = vision_pipeline.probe_documents(samples)
+  weights = bootstrap.bootstrap_weights(len(docs), cfg.bootstrap, cfg.seed)
+  return Context(cfg, workdir, models, pairs, stores, docs, weights,
+                 {"models": t_models, "record": time.time() - t0},
+                 tuple(model_info(m) for m in [generator] + classifiers), progress,
+                 generator_pairs=gen_pairs, zoo_summary=zoo.summary)
 
 
 def untrained_pairs(ctx: Context) -> list[Pair]:

@@ -21,6 +21,8 @@ from rosetta_jax.studies import datafilter, domains, null_ablation, polarization
 STUDIES = {m.NAME: m for m in (scaling, polarization, domains, null_ablation, theory,
                                datafilter)}
 
+VISION_STUDIES = ("scaling", "polarization")   # the studies --modality=vision runs
+
 
 def output_dir(ctx: context_lib.Context, name: str) -> str:
   return os.path.join(ctx.workdir, STUDIES[name].OUTPUT)
@@ -30,6 +32,9 @@ def run_study(name: str, ctx: context_lib.Context, cfg=None, write: bool = True)
   """Runs study ``name`` on the context; writes its results.json and report.html."""
   if name not in STUDIES:
     raise config_lib.ConfigError(f"study: unknown study {name!r}; known: {sorted(STUDIES)}")
+  if ctx.cfg.modality != "text" and name not in VISION_STUDIES:
+    raise config_lib.ConfigError(f"modality: the {name} study runs on text only; "
+                                 f"--modality={ctx.cfg.modality} runs {sorted(VISION_STUDIES)}")
   study = STUDIES[name]
   out = output_dir(ctx, name)
   own = None

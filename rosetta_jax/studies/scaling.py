@@ -2,8 +2,11 @@
 
 ``run(ctx, cfg)`` counts the Rosetta pairs of every pair of models in the
 context (``pairs.match_pair``), fits count ~ N^beta over the sizes, and, when
-every pair of three or more models was matched, finds the anchors. Its outputs
-are the workdir's top-level ``results.json`` and ``report.html``.
+every pair of three or more models was matched, finds the anchors. On the vision
+zoo it also counts the generator's pairs with each discriminator (their own fit
+over the discriminators' sizes) and the generator's anchors: its neurons with a
+partner in every discriminator. Its outputs are the workdir's top-level
+``results.json`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -48,9 +51,16 @@ class ScalingResult:
       (empty otherwise).
     anchors: ``context.anchor_sets`` (None unless every pair of >= 3 models was matched).
     model_info: name, neurons, layers, sites, neurons_per_layer, params per model.
-    documents: documents recorded.
+    documents: documents recorded (images, for vision).
     bootstrap: resamples.
     seconds: time per stage.
+    modality: text or vision.
+    generator_pairs: the vision zoo's generator against each discriminator (empty
+      for text), by discriminator width then seed.
+    generator_fit: their count over the discriminators' studied neurons (the
+      discriminators of each width resampled; the generator is in every pair).
+    generator_anchors: ``pairs.model_anchors`` of the generator over all its pairs.
+    zoo_summary: the vision zoo's accuracies and generator checks (None for text).
   """
   models: str
   pairs: tuple[pairs_lib.PairResult, ...]
@@ -69,6 +79,11 @@ class ScalingResult:
   documents: int
   bootstrap: int
   seconds: dict
+  modality: str = "text"
+  generator_pairs: tuple[pairs_lib.PairResult, ...] = ()
+  generator_fit: replicates.Fit | None = None
+  generator_anchors: dict | None = None
+  zoo_summary: dict | None = None
 
   @property
   def fit(self) -> stats.PowerLawFit | None:
@@ -117,8 +132,21 @@ class ScalingResult:
                       if self.untrained else None),
         "units": self.pairs[0].units if self.pairs else 0, "documents": self.documents,
         "bootstrap": self.bootstrap, "model_info": list(self.model_info),
-        "anchors": self.anchors, "seconds": self.seconds,
+        "anchors": self.anchors, "seconds": self.seconds, "modality": self.modality,
+        "generator": self._generator_json(), "zoo_summary": self.zoo_summary,
     }
+
+  def _generator_json(self) -> dict | None:
+    if not self.generator_pairs:
+      return None
+    gp, f = self.generator_pairs, self.generator_fit
+    return {"model": gp[0].model_a, "neurons": gp[0].neurons_a,
+            "pairs": [p.summary() for p in gp],
+            "discriminator_neurons": [p.neurons_b for p in gp],
+            "counts": [p.count for p in gp], "fractions": [p.fraction for p in gp],
+            "fit": f.to_dict() if f is not None else None,
+            "headline": f.to_dict() if f is not None else None,
+            "anchor_set": self.generator_anchors}
 
 
 def criterion_name(crit: dict | None) -> str:
@@ -167,7 +195,7 @@ def _descriptive(ctx, pairs, groups) -> str:
 def ctx_family(name: str) -> str:
   """A model's family for the descriptive rule: the zoo, else its name's stem."""
   base = name.rsplit("/", 1)[-1].lower()
-  for stem in ("zoo", "pythia", "opt", "qwen", "smollm", "llama", "gemma", "gpt2", "bert",
+  for stem in ("zoo", "vit", "pythia", "opt", "qwen", "smollm", "llama", "gemma", "gpt2", "bert",
                "minilm", "untrained"):
     if stem in base:
       return stem
@@ -207,6 +235,7 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
     upairs = context_lib.untrained_pairs(ctx)
     untrained = tuple(pairs_lib.match_pair(ctx, p) for p in upairs)
     untrained_fit = _fit_of(untrained, cfg.seed, len(ctx.weights))
+  gen_results, gen_fit, gen_anchors = generator_results(ctx)
   return ScalingResult(
       models=ctx.models, pairs=results, headline=headline, sensitivity=sensitivity,
       budgets=budgets, budget_units=budget_units,
@@ -216,7 +245,23 @@ def run(ctx: context_lib.Context, cfg: config_lib.StudyConfig | None = None) -> 
       by_kind=by_kind(results, cfg.seed, len(ctx.weights)) if ctx.models == "zoo" else {},
       anchors=pairs_lib.anchor_sets(ctx, results), model_info=ctx.info,
       documents=len(ctx.docs), bootstrap=cfg.bootstrap,
-      seconds={**ctx.seconds, "match": sum(sum(r.seconds.values()) for r in results)})
+      seconds={**ctx.seconds, "match": sum(sum(r.seconds.values())
+                                           for r in results + gen_results)},
+      modality=ctx.cfg.modality, generator_pairs=gen_results, generator_fit=gen_fit,
+      generator_anchors=gen_anchors, zoo_summary=ctx.zoo_summary)
+
+
+def generator_results(ctx: context_lib.Context):
+  """(PairResults, Fit over the discriminators' sizes, anchors) of the generator's
+  pairs; ((), None, None) without a generator."""
+  if not ctx.generator_pairs:
+    return (), None, None
+  res = tuple(ctx.result(p) for p in ctx.generator_pairs)
+  groups = replicates.group_by_size([r.neurons_b for r in res],
+                                    [(r.model_a, r.model_b) for r in res])
+  fit = replicates.fit(replicates.ModelResampler(groups, len(ctx.weights), ctx.cfg.seed),
+                       [r.count for r in res], np.stack([r.boot_counts for r in res], 1))
+  return res, fit, pairs_lib.model_anchors(ctx.generator_pairs[0].a, res)
 
 
 def claims(result: ScalingResult) -> list[list]:
@@ -261,7 +306,9 @@ def section(rep: Report, result: ScalingResult) -> Report:
     rep.text("Only one model size has Rosetta pairs: no power law can be fitted.")
   rep.text(result.converged["verdict"].capitalize() + ".")
   units = pairs[0].units if pairs else 0
-  rep.text(f"{units} aligned units from {result.documents} held-out documents; Rosetta = "
+  what = ("generated images x grid cells" if result.modality == "vision" else
+          "held-out documents")
+  rep.text(f"{units} aligned units from {result.documents} {what}; Rosetta = "
            f"mutual {crit.get('k', 1)}-nearest neighbours on Pearson r across all layers. "
            "Size axis: the geometric mean of the two models' studied MLP neurons; the "
            "fraction is taken against the smaller model.", css="note")
@@ -345,6 +392,38 @@ def section(rep: Report, result: ScalingResult) -> Report:
            "and the null's permutations (the threshold re-estimated).", css="note")
   if result.anchors:
     anchor_section(rep, result.anchors)
+  if result.generator_pairs:
+    generator_section(rep, result)
+  return rep
+
+
+def generator_section(rep: Report, result: ScalingResult) -> Report:
+  """The vision zoo's generator against each discriminator, beside the seed pairs."""
+  gp, f = result.generator_pairs, result.generator_fit
+  rep.section("Generator vs discriminators (the generated images)")
+  if f is not None and f.fit is not None:
+    rep.text(f"Generator {gp[0].model_a} ({gp[0].neurons_a} studied neurons) against each "
+             f"discriminator: count ~ N_discriminator^beta with beta = {f.beta:.3f}, 95% CI "
+             f"{_ci(f.ci)} (resampling {f.resamples}); the seed pairs' beta is "
+             f"{_b(result.headline.beta)} {_ci(result.headline.ci)}.")
+  seeds = {}
+  for p in result.pairs:
+    seeds.setdefault(p.neurons_a, []).append(p.count)
+  rep.table(["discriminator", "neurons", "generator pairs", "95% CI (images)",
+             "fraction (of the discriminator)", "mean r", "seed pairs at this width (mean)"],
+            [[p.model_b, p.neurons_b, p.count, f"[{p.count_ci[0]:.0f}, {p.count_ci[1]:.0f}]",
+              p.count / p.neurons_b, float(p.r.mean()) if p.count else float("nan"),
+              f"{np.mean(seeds[p.neurons_b]):.1f}" if p.neurons_b in seeds else "-"]
+             for p in gp])
+  if result.generator_anchors:
+    anchor_section(rep, {gp[0].model_a: result.generator_anchors})
+  rep.text("Units: the generated images x the canonical grid's cells. The null deranges "
+           "whole images; the intervals resample images.", css="note")
+  zs = result.zoo_summary or {}
+  if zs.get("accuracy"):
+    rep.table(["classifier", "held-out accuracy"], [[k, v] for k, v in zs["accuracy"].items()])
+  if zs.get("generator"):
+    rep.table(["generator check", "value"], [[k, v] for k, v in zs["generator"].items()])
   return rep
 
 
