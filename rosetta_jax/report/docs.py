@@ -201,3 +201,7 @@ def lomo(s: dict) -> str:
     return "Leave one model out: no fit left."
   return (f"Leave one model out: beta from {min(v.values()):.3f} to {max(v.values()):.3f} "
           f"over {len(v)} models.")
+
+
+# docs/theory.md's templates live beside these; importing the module registers them.
+from rosetta_jax.report import docs_theory  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
