@@ -108,7 +108,9 @@ for _rule in ("tokens", "words"):
 def verdict(s: dict) -> str:
   """The verdict rule, each mechanism's tests under each rule, and the declared verdict."""
   rs = _rules(s)
-  head = ["mechanism"] + [f"{t} (`{rule}`)" for rule in rs for t in
+  first = next(iter(rs))
+  head = ["mechanism"] + [f"{t} (`{rule}`{'' if rule == first else ', sensitivity'})"
+                          for rule in rs for t in
                          ("a priori inside every interval", "out of sample inside every "
                           "held-out interval", "beats the line in", "fits")]
   names = list(next(iter(rs.values()))["verdict"]["mechanisms"])
