@@ -18,7 +18,10 @@ alpha's CI), (b) the fit to all sizes (can the shape fit at all?), and (c) the
 out-of-sample test: free parameters fitted by optax on the ``n_fit`` smallest
 sizes, counts predicted at the larger ones and scored against the measured
 intervals, beside a plain power law fitted to the same sizes
-(``analysis.stats.ols`` in log-log space).
+(``analysis.stats.ols`` in log-log space). Every fit is repeated on bootstrap
+resamples of the measured counts and the verdict is taken by the written rule
+(``theory.bootstrap``: ``RESAMPLE_RULE``, ``VERDICT_RULE``). ``VariantsConfig`` is
+how the theory study (``rosetta_jax.studies.theory``) runs all of this.
 """
 
 from __future__ import annotations
