@@ -340,7 +340,7 @@ def run_budget(config: SimConfig, num_neurons: int, probe: np.ndarray,
 
 def bootstrap_beta(acts_by_budget: dict, r_min: float, reps: int, seed: int = 0,
                    matcher: Callable | None = None, estimate: float | None = None,
-                   thresholds: dict | None = None) -> dict:
+                   thresholds: dict | None = None, redraw: "SimConfig | None" = None) -> dict:
   """Bootstrap of beta_sim: resample probe rows and seed pairs, re-match, refit.
 
   Args:
@@ -349,7 +349,10 @@ def bootstrap_beta(acts_by_budget: dict, r_min: float, reps: int, seed: int = 0,
     estimate: the full-data slope, around which the basic bootstrap interval is
       taken (``analysis.stats.interval``); None gives no interval.
     thresholds: {N: {(i, j): r threshold}} of the declared criterion, kept at their
-      full-data values on every resample (the null is not re-drawn); None: r_min only.
+      full-data values on every resample; None: r_min only.
+    redraw: a config with ``null_permutations`` > 0: instead of ``thresholds``, every
+      resample re-draws the null (permutations of its own probe rows) and re-estimates
+      each pair's threshold, as the study's bootstrap does.
 
   Returns:
     dict ``samples`` (finite slopes), ``ci`` (the 95% basic interval), ``dropped``
@@ -365,8 +368,13 @@ def bootstrap_beta(acts_by_budget: dict, r_min: float, reps: int, seed: int = 0,
     pick = rng.integers(0, len(pair_list), len(pair_list))
     means = []
     for n in budgets:
-      counts = rosetta_counts(acts_by_budget[n], r_min, matcher, rows)
-      thr = (thresholds or {}).get(n, {})
+      if redraw is not None and redraw.null_permutations:
+        sub = acts_by_budget[n][:, rows]
+        counts = rosetta_counts(sub, r_min, matcher)
+        thr = declared_thresholds(sub, counts, redraw, int(rng.integers(2 ** 31)), matcher)
+      else:
+        counts = rosetta_counts(acts_by_budget[n], r_min, matcher, rows)
+        thr = (thresholds or {}).get(n, {})
       means.append(np.mean([int(np.sum(np.asarray(counts[pair_list[p]][2]) >=
                                        thr.get(pair_list[p], -np.inf))) for p in pick]))
     if min(means) <= 0:
@@ -450,7 +458,8 @@ def run_sweep(config: SimConfig, matcher: Callable | None = None, log: Callable 
   res["beta_dedicated"] = (log_log_slope(np.asarray(res["budgets"])[ded > 0], ded[ded > 0])
                            if (ded > 0).sum() >= 2 else float("nan"))
   boot = bootstrap_beta(acts, config.r_min, config.bootstrap, config.seed, matcher,
-                        estimate=res["beta_sim"], thresholds=thresholds)
+                        estimate=res["beta_sim"], thresholds=thresholds,
+                        redraw=config if config.null_permutations else None)
   res["beta_sim_ci"] = boot["ci"]
   res["bootstrap_dropped"] = boot["dropped"]
   res["config"] = dataclasses.asdict(config)
