@@ -9,19 +9,24 @@ Command (the run recorded in docs/theory.md; ~10 minutes on a 2-core CPU)::
 every field of ``SimConfig`` is a flag (``--num_features``, ``--budgets``,
 ``--num_seeds``, ``--steps``, ...), ``--config`` reads a saved config.json.
 
-The mechanism variants at the measured sizes (docs/theory.md sections 3-5 and 7;
-~8 minutes on a 2-core CPU; needs a scaling run, e.g. runs/tiny)::
+The mechanism variants at the measured sizes (docs/theory.md sections 3-5, 7, 8;
+minutes on a 2-core CPU, most of it the tokens rule's corpus pass; reads the scaling
+study's summary or any scaling results.json)::
 
-  python -m experiments.theory_sweep --sim=false --measured=runs/tiny/results.json \\
+  python -m experiments.theory_sweep --sim=false --measured=docs/results/scaling_tiny.json \\
       --variants_out=docs/results/theory_variants.json --regime_png=docs/theory_regime.png \\
-      --workdir=runs/theory_variants
+      --workdir=runs/theory_variants --reps=200
 
-A simulation in the zoo's regime (section 6; ``zoo_cpu`` ~20 minutes on a 2-core
-CPU, ``zoo`` is the full F = 8192, N <= 1024 size: hours on a CPU, resumes budget by
-budget from --workdir)::
+A simulation in the zoo's regime (section 6; resumes budget by budget from --workdir):
+``zoo_size_cpu`` (F = 8192, N <= 512, declared criterion) takes about 11 minutes on a
+shared 2-core CPU; ``zoo`` is the full F = 8192, N <= 1024 size, hours on a CPU::
 
-  python -m experiments.theory_sweep --sim=false --zoo_sim=zoo_cpu \\
+  python -m experiments.theory_sweep --sim=false --zoo_sim=zoo_size_cpu \\
       --zoo_sim_out=docs/results/theory_zoo_sim.json --workdir=runs/theory_zoo
+
+Both JSON files are docs summaries (command, commit, machine, date, wall time;
+``report.docs.write_summary``); ``python -m experiments.render_docs`` renders
+docs/theory.md from them.
 
 What it shows: alpha is fixed from the embedded corpus's word rank-frequency law
 (``--alpha=corpus``) or given as a number, never fitted to Rosetta counts. The
@@ -61,6 +66,8 @@ _ZOO_SIM = flags.DEFINE_string(
     "it beside the variants' predictions to --zoo_sim_out.")
 _ZOO_SIM_OUT = flags.DEFINE_string("zoo_sim_out", None, "JSON for --zoo_sim.")
 _N_FIT = flags.DEFINE_integer("n_fit", 3, "Out-of-sample test: sizes fitted (the smallest).")
+_REPS = flags.DEFINE_integer("reps", 200, "Bootstrap resamples of the measured counts for the "
+                             "fitted variants' intervals (theory.bootstrap.RESAMPLE_RULE).")
 
 
 def _alpha(raw: str) -> dict:
@@ -107,18 +114,18 @@ def main(argv):
   print(f"wrote {cf.WORKDIR.value}/results.json, report.html")
 
 
-def _provenance() -> dict:
-  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=False).stdout.strip()
-  return {"command": "python -m experiments.theory_sweep " + " ".join(sys.argv[1:]),
-          "commit": commit}
+def _write(out: str, res: dict, start: float) -> None:
+  """``res`` as a docs summary (command, commit, machine, date, wall time: report.docs)."""
+  import sys, time  # pylint: disable=g-import-not-at-top,multiple-imports
+  from rosetta_jax.report import docs  # pylint: disable=g-import-not-at-top
+  docs.write_summary(out, res, ["experiments/theory_sweep.py", *sys.argv[1:]],
+                     seconds=round(time.time() - start, 1))
 
 
 def _zoo_sim(preset: str, out: str | None) -> None:
-  import os  # pylint: disable=g-import-not-at-top
-  from rosetta_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+  import os, time  # pylint: disable=g-import-not-at-top,multiple-imports
   from theory import predict, simulate  # pylint: disable=g-import-not-at-top
+  start = time.time()
   if preset not in simulate.ZOO_PRESETS:
     raise config_lib.ConfigError(f"zoo_sim: one of {sorted(simulate.ZOO_PRESETS)}, got {preset!r}")
   res = predict.zoo_simulation(preset, os.path.join(cf.WORKDIR.value, "zoo_sim", preset),
@@ -128,22 +135,21 @@ def _zoo_sim(preset: str, out: str | None) -> None:
   for name, p in res["predicted"].items():
     print(f"  {name:17s} a priori beta {p['beta']:.3f}")
   if out:
-    io_lib.write_json(out, {**_provenance(), **res})
+    _write(out, res, start)
     print(f"wrote {out}")
 
 
 def _variants(measured: str, out: str) -> None:
-  import os  # pylint: disable=g-import-not-at-top
-  from rosetta_jax import io as io_lib  # pylint: disable=g-import-not-at-top
+  import os, time  # pylint: disable=g-import-not-at-top,multiple-imports
   from theory import predict  # pylint: disable=g-import-not-at-top
+  start = time.time()
   tok = _TOKENIZER_DIR.value
   beside = os.path.join(os.path.dirname(os.path.abspath(measured)), "zoo")
   if tok is None and os.path.exists(os.path.join(beside, "tokenizer.json")):
     tok = beside
   res = predict.run_all(measured, tokenizer_dir=tok, png=_REGIME_PNG.value, n_fit=_N_FIT.value,
-                        log=logging.info)
-  res = {**_provenance(), **res}
-  io_lib.write_json(out, res)
+                        reps=_REPS.value, log=logging.info)
+  _write(out, res, start)
   for rule, r in res["rules"].items():
     print(f"[{rule}] alpha {r['fixed']['alpha']:.3f}, F {r['fixed']['num_features']:g}; "
           f"measured beta {r['measured']['beta']:.3f}")

@@ -215,6 +215,18 @@ def test_theory_and_data_selection_ran_on_the_same_context(workdir):
   theo = _load(wd, "theory")
   measured = next(r for r in theo["table"] if r["source"].startswith("measured"))
   assert measured["beta"] == pytest.approx(_load(wd, ".")["fit"]["count"]["beta"])
+  # The variants were evaluated at this run's own sizes and counts (micro: words rule).
+  head = _load(wd, ".")["headline"]
+  var = theo["variants"]["rules"]["words"]
+  assert var["measured"]["sizes"] == head["sizes"]
+  assert var["measured"]["counts"] == pytest.approx(head["counts"])
+  assert var["n_fit"] == len(head["sizes"]) - 1 and set(var["variants"]) == {
+      "allocation", "growing_features", "isolation", "concave"}
+  html = open(os.path.join(wd, "theory", "report.html")).read()
+  assert "mechanisms at the measured sizes" in html and var["verdict"]["text"] in html
+  rows = [r for r in _load(wd, "reproduce")["summary"] if "mechanism fits" in r["claim"]]
+  assert len(rows) == 1 and rows[0]["measured"] == (", ".join(var["verdict"]["fits"]) or "none")
+  assert rows[0]["agrees"] == ("yes" if var["verdict"]["fits"] else "no")
   filt = _load(wd, "data_filter")
   assert filt["pair"] == "w64-s0s1" and filt["selected"] == 8      # 0.2 of 40 pool documents
   assert set(filt["subsets"]) == {"rosetta", "non_rosetta", "random"}

@@ -68,14 +68,23 @@ def test_fix_parameters_words_rule():
 
 
 def test_docs_tables_are_rendered_from_the_results_json():
+  """docs/theory.md's numbers are rendered blocks of its results files (the page's
+  agreement with them is tests/test_docs_rendered.py's), and the measured side is the
+  scaling study's current summary, read per size with its intervals."""
+  from rosetta_jax.report import docs
   root = __file__.rsplit("/tests/", 1)[0]
-  with open(f"{root}/docs/results/theory_variants.json") as f:
-    res = json.load(f)
   with open(f"{root}/docs/theory.md") as f:
     doc = f.read()
-  assert predict.markdown_tables(res) in doc
-  with open(f"{root}/docs/results/theory_zoo_sim.json") as f:
-    zoo = json.load(f)
-  sim = zoo["simulated"]
-  assert (f"| simulated Rosetta pairs (1 seed pair) | {sim['beta_sim']:.3f} "
-          f"[{sim['beta_sim_ci'][0]:.3f}, {sim['beta_sim_ci'][1]:.3f}] |") in doc
+  blocks = {m.group("file") + ":" + m.group("template") for m in docs.BLOCK.finditer(doc)}
+  want = {"theory_variants:" + t for t in ("theory_rules", "theory_measured",
+                                            "theory_predicted_tokens", "theory_oos_tokens",
+                                            "theory_predicted_words", "theory_oos_words",
+                                            "theory_verdict")}
+  assert want | {"theory_zoo_sim:theory_zoo_sim"} <= blocks
+  with open(f"{root}/docs/results/theory_variants.json") as f:
+    res = json.load(f)["results"]
+  m = predict.read_measured(f"{root}/docs/results/scaling_tiny.json")
+  for r in res["rules"].values():
+    assert r["measured"]["counts"] == pytest.approx(m.counts.tolist())
+    np.testing.assert_allclose(r["measured"]["count_ci"], m.count_ci, rtol=1e-12)
+    assert r["measured"]["source"]["commit"] == m.source["commit"]

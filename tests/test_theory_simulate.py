@@ -112,3 +112,39 @@ def test_zoo_smoke_sweep_resumes_budget_by_budget(tmp_path, monkeypatch):
   monkeypatch.setattr(sim, "run_budget", boom)
   again = sim.run_sweep(cfg, log=lambda *_: None, cache_dir=str(tmp_path))
   assert again["rosetta_mean"] == res["rosetta_mean"] and again["beta_sim"] == res["beta_sim"]
+
+
+def test_declared_criterion_keeps_planted_pairs_and_drops_chance_ones():
+  # Two "seeds" share 6 planted signals (in another order, with noise) and each has 20
+  # neurons of its own: the mutual nearest neighbours include chance pairs among the
+  # 20 + 20, which the FDR threshold against probe-row permutations must drop (at
+  # q = 0.05 it may keep one: 5% of ~7 pairs is 0.35 expected).
+  rng = np.random.default_rng(0)
+  base = rng.standard_normal((2000, 6))
+  a = np.concatenate([base + 0.5 * rng.standard_normal((2000, 6)),
+                      rng.standard_normal((2000, 20))], 1)
+  b = np.concatenate([base[:, ::-1] + 0.5 * rng.standard_normal((2000, 6)),
+                      rng.standard_normal((2000, 20))], 1)
+  acts = np.stack([a, b]).astype(np.float32)
+  raw = sim.rosetta_counts(acts, r_min=-1.0)
+  ia, ib, r = raw[(0, 1)]
+  planted = ia < 6
+  assert planted.sum() == 6 and np.all(ib[planted] == 5 - ia[planted])
+  assert (~planted).sum() >= 4                            # chance pairs among the others
+  cfg = sim.SimConfig(r_min=-1.0, null_permutations=8, fdr_q=0.05)
+  thr = sim.declared_thresholds(acts, raw, cfg, seed=0)[(0, 1)]
+  assert thr <= r[planted].min() and (r[~planted] >= thr).sum() <= 1
+  none = sim.declared_thresholds(acts, raw, sim.SimConfig(r_min=-1.0), seed=0)[(0, 1)]
+  assert none == -np.inf                                  # no null: r_min alone decides
+
+
+def test_zoo_sweep_under_the_declared_criterion():
+  import dataclasses
+  cfg = dataclasses.replace(sim.ZOO_PRESETS["zoo_smoke"], r_min=-1.0, null_permutations=4)
+  res = sim.run_sweep(cfg, log=lambda *_: None)
+  raw = sim.run_sweep(dataclasses.replace(cfg, null_permutations=0), log=lambda *_: None)
+  assert all(np.isfinite(t) and t > 0 for t in res["threshold_mean"])
+  assert raw["threshold_mean"] == [None, None]
+  # the criterion only removes pairs (here it keeps all: the smoke models' mutual pairs
+  # all beat the null; the planted test above has the case where it must drop some).
+  assert all(0 < c <= r for c, r in zip(res["rosetta_mean"], raw["rosetta_mean"]))

@@ -18,7 +18,10 @@ alpha's CI), (b) the fit to all sizes (can the shape fit at all?), and (c) the
 out-of-sample test: free parameters fitted by optax on the ``n_fit`` smallest
 sizes, counts predicted at the larger ones and scored against the measured
 intervals, beside a plain power law fitted to the same sizes
-(``analysis.stats.ols`` in log-log space).
+(``analysis.stats.ols`` in log-log space). Every fit is repeated on bootstrap
+resamples of the measured counts and the verdict is taken by the written rule
+(``theory.bootstrap``: ``RESAMPLE_RULE``, ``VERDICT_RULE``). ``VariantsConfig`` is
+how the theory study (``rosetta_jax.studies.theory``) runs all of this.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class Measured:
     counts: [S] Rosetta counts; count_ci: [S, 2] their 95% intervals.
     beta, beta_ci: the study's power-law exponent and interval.
     labels: the pairs; path: the results.json read.
+    source: the run that wrote it (``command``, ``commit``, ``date``, ``machine``) when
+      ``path`` is a ``--summary`` file (``report.docs.write_summary``), else {}.
   """
   sizes: np.ndarray
   counts: np.ndarray
@@ -86,11 +91,14 @@ class Measured:
   beta_ci: list
   labels: list
   path: str
+  source: dict = dataclasses.field(default_factory=dict)
 
 
 def read_measured(path: str) -> Measured:
-  """The scaling study's counts per size and their intervals from its results.json
-  (the headline's mean per size when the study has one; else one pair per size).
+  """The scaling study's counts per size and their intervals from its results.json or
+  from its ``--summary`` file (``docs/results/scaling_tiny.json``): the headline's mean
+  per size with its model-and-document interval when the study has one; else one pair
+  per size.
 
   Raises:
     FileNotFoundError / ValueError: no file, or no ``pairs`` with counts and a ``fit``.
@@ -98,6 +106,10 @@ def read_measured(path: str) -> Measured:
   if not os.path.exists(path):
     raise FileNotFoundError(f"measured results not found: {path}")
   res = io_lib.read_json(path, what="a scaling study's results")
+  source = {}
+  if "results" in res and "command" in res:       # a --summary file: the run, then results
+    source = {k: res.get(k) for k in ("command", "commit", "date", "machine")}
+    res = res["results"]
   head = res.get("headline")
   if head and head.get("beta") is not None:
     # Replicated models: one point per size (the mean of its pairs), its interval
@@ -105,7 +117,7 @@ def read_measured(path: str) -> Measured:
     out = Measured(np.array(head["sizes"], float), np.array(head["counts"], float),
                    np.array(head["count_ci"], float), float(head["beta"]),
                    [float(c) for c in head["ci"]],
-                   [f"N={s:g}" for s in head["sizes"]], os.path.abspath(path))
+                   [f"N={s:g}" for s in head["sizes"]], path, source)
     if len(out.sizes) < 2 or np.any(out.counts <= 0):
       raise ValueError(f"{path}: need >= 2 sizes with positive counts, got "
                        f"{out.counts.tolist()}")
@@ -117,7 +129,7 @@ def read_measured(path: str) -> Measured:
                    np.array([p["count"] for p in pairs], float),
                    np.array([p["count_ci"] for p in pairs], float),
                    float(fit["beta"]), [float(c) for c in fit["ci"]],
-                   [p["label"] for p in pairs], os.path.abspath(path))
+                   [p["label"] for p in pairs], path, source)
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path}: expected 'pairs' with size/count/count_ci and fit.count "
                      f"({type(e).__name__}: {e})") from None
@@ -151,19 +163,42 @@ def _curve(name, theta, m: Measured, fixed: dict, size: int) -> dict:
 
 
 def evaluate(m: Measured, fixed: dict, names=None, n_fit: int = 3, steps: int = 400,
-             log=print) -> dict:
+             reps: int = 200, seed: int = 0, log=print) -> dict:
   """A priori, fitted and out-of-sample predictions of every variant at the measured sizes.
+
+  With ``reps`` > 0 every fit is repeated on ``reps`` resamples of the measured
+  counts (``theory.bootstrap``: ``RESAMPLE_RULE``), giving intervals for the fitted
+  parameters, beta and counts, the out-of-sample error and how often a variant
+  beats the power law; ``verdict`` applies ``bootstrap.VERDICT_RULE``.
 
   Returns:
     JSON-ready dict: ``fixed``, ``measured``, ``variants`` {name: {apriori, fit_all,
-    out_of_sample}}, ``power_law`` (out of sample), ``n_fit``.
+    out_of_sample}} (each fitted entry with ``bootstrap``), ``power_law`` (out of
+    sample, with ``bootstrap``), ``n_fit``, ``resample`` and ``verdict``.
   """
+  from theory import bootstrap  # pylint: disable=g-import-not-at-top
   names = list(names or V.VARIANTS)
   if not 2 <= n_fit < len(m.sizes):
     raise ValueError(f"n_fit must be in [2, {len(m.sizes) - 1}], got {n_fit}")
   a, f = fixed["alpha"], fixed["num_features"]
   size = V.feature_axis(f, m.sizes.max())
   held = np.arange(n_fit, len(m.sizes))
+  k = len(m.sizes)
+  line = stats.ols(np.log(m.sizes[:n_fit]), np.log(m.counts[:n_fit]))
+  pl = np.exp(line.intercept + line.slope * np.log(m.sizes))
+  power = {"beta": float(line.slope), "intercept": float(line.intercept),
+           "counts": pl.tolist(), "score": _score(pl, m, held)}
+  log(f"power law on {n_fit} smallest: beta {line.slope:.3f}; out-of-sample rms log err "
+      f"{power['score']['rms_log_error']:.3f}")
+  # Rows fitted at once, one program per variant: the counts on all sizes, the counts on
+  # the n_fit smallest, then each resample on all sizes and on the n_fit smallest.
+  boot = (bootstrap.resample_counts(m.counts, m.count_ci, reps, seed) if reps
+          else np.zeros((0, k)))
+  rows = np.concatenate([m.counts[None], m.counts[None], boot, boot])
+  w_all, w_fit = np.ones(k), (np.arange(k) < n_fit).astype(float)
+  weights = np.stack([w_all, w_fit] + [w_all] * reps + [w_fit] * reps)
+  if reps:
+    power["bootstrap"], pl_rms = bootstrap.power_law(m.sizes, boot, n_fit, power)
   out = {}
   for name in names:
     v = V.get(name)
@@ -171,30 +206,37 @@ def evaluate(m: Measured, fixed: dict, names=None, n_fit: int = 3, steps: int = 
     betas = [V.fitted_beta(name, v.init, m.sizes, al, f, size) for al in fixed["alpha_ci"]]
     apriori["beta_ci"] = [min(betas + [apriori["beta"]]), max(betas + [apriori["beta"]])]
     apriori["physical"] = v.physical(v.init)
-    apriori["score"] = _score(np.asarray(apriori["counts"]), m, np.arange(len(m.sizes)))
-    fa = V.fit(name, m.sizes, m.counts, a, f, size, steps=steps)
-    fit_all = {**_curve(name, fa.theta, m, fixed, size), "physical": fa.physical,
-               "loss": fa.loss}
-    fit_all["score"] = _score(np.asarray(fit_all["counts"]), m, np.arange(len(m.sizes)))
-    fo = V.fit(name, m.sizes[:n_fit], m.counts[:n_fit], a, f, size, steps=steps)
-    oos = {**_curve(name, fo.theta, m, fixed, size), "physical": fo.physical, "loss": fo.loss}
-    oos["score"] = _score(np.asarray(oos["counts"]), m, held)
-    out[name] = {"summary": v.summary, "apriori": apriori, "fit_all": fit_all,
-                 "out_of_sample": oos}
-    log(f"{name}: a priori beta {apriori['beta']:.3f}; fit-all beta {fit_all['beta']:.3f} "
-        f"(rms log err {fit_all['score']['rms_log_error']:.3f}); out-of-sample rms log err "
-        f"{oos['score']['rms_log_error']:.3f}")
-  line = stats.ols(np.log(m.sizes[:n_fit]), np.log(m.counts[:n_fit]))
-  pl = np.exp(line.intercept + line.slope * np.log(m.sizes))
-  power = {"beta": float(line.slope), "intercept": float(line.intercept),
-           "counts": pl.tolist(), "score": _score(pl, m, held)}
-  log(f"power law on {n_fit} smallest: beta {line.slope:.3f}; out-of-sample rms log err "
-      f"{power['score']['rms_log_error']:.3f}")
-  return {"fixed": fixed, "n_fit": n_fit, "feature_axis": size,
-          "measured": {"sizes": m.sizes.tolist(), "counts": m.counts.tolist(),
-                       "count_ci": m.count_ci.tolist(), "beta": m.beta, "beta_ci": m.beta_ci,
-                       "labels": m.labels, "path": m.path},
-          "variants": out, "power_law": power}
+    apriori["score"] = _score(np.asarray(apriori["counts"]), m, np.arange(k))
+    th, loss = V.fit_many(name, m.sizes, rows, a, f, size, steps, weights=weights)
+    fitted = {}
+    for key, row, idx in (("fit_all", 0, np.arange(k)), ("out_of_sample", 1, held)):
+      if not np.isfinite(loss[row]):
+        raise FloatingPointError(f"{name}: every start of the {key} fit diverged")
+      theta = {p: float(x[row]) for p, x in th.items()}
+      fitted[key] = {**_curve(name, theta, m, fixed, size), "physical": v.physical(theta),
+                     "theta": theta, "loss": float(loss[row])}
+      fitted[key]["score"] = _score(np.asarray(fitted[key]["counts"]), m, idx)
+    out[name] = {"summary": v.summary, "apriori": apriori, **fitted}
+    log(f"{name}: a priori beta {apriori['beta']:.3f}; fit-all beta "
+        f"{fitted['fit_all']['beta']:.3f} (rms log err "
+        f"{fitted['fit_all']['score']['rms_log_error']:.3f}); out-of-sample rms log err "
+        f"{fitted['out_of_sample']['score']['rms_log_error']:.3f}")
+    if reps:
+      b = bootstrap.variant(name, m.sizes, boot, a, f, size, n_fit, out[name], pl_rms,
+                            {p: x[2:2 + reps] for p, x in th.items()}, loss[2:2 + reps],
+                            {p: x[2 + reps:] for p, x in th.items()}, loss[2 + reps:])
+      out[name]["fit_all"]["bootstrap"] = b["fit_all"]
+      out[name]["out_of_sample"]["bootstrap"] = b["out_of_sample"]
+      log(f"{name}: bootstrap fit-all beta {b['fit_all']['beta_ci']}; beats the line in "
+          f"{b['out_of_sample']['beats_line']:.0%} of {reps} resamples")
+  res = {"fixed": fixed, "n_fit": n_fit, "feature_axis": size,
+         "measured": {"sizes": m.sizes.tolist(), "counts": m.counts.tolist(),
+                      "count_ci": m.count_ci.tolist(), "beta": m.beta, "beta_ci": m.beta_ci,
+                      "labels": m.labels, "path": m.path, "source": m.source},
+         "variants": out, "power_law": power,
+         "resample": {"rule": bootstrap.RESAMPLE_RULE, "reps": reps, "seed": seed}}
+  res["verdict"] = bootstrap.verdict(res)
+  return res
 
 
 REGIME_ALPHAS = np.round(np.linspace(0.5, 1.6, 23), 3)
@@ -230,11 +272,50 @@ def regime_map(results: dict, png: str, n: float = 512.0) -> dict:
           "points": points, "png": png}
 
 
+@dataclasses.dataclass(frozen=True)
+class VariantsConfig:
+  """The variants at the measured sizes (``run_all``), as a study runs them.
+
+  Attributes:
+    rules: rules for F and alpha (``RULES``); the first is the declared one, the
+      verdict's (``tokens`` for the zoo).
+    variants: mechanisms (``variants.VARIANTS`` names; empty: all).
+    n_fit: out-of-sample test: the smallest sizes fitted (at most the sizes less one).
+    steps: Adam steps per start of every fit.
+    reps: bootstrap resamples of the measured counts (0: no intervals).
+    alpha_bootstrap: document resamples of alpha's CI.
+    seed: the resampling seed.
+  """
+  rules: tuple[str, ...] = ("tokens", "words")
+  variants: tuple[str, ...] = ()
+  n_fit: int = 3
+  steps: int = 400
+  reps: int = 200
+  alpha_bootstrap: int = 200
+  seed: int = 0
+
+  def __post_init__(self):
+    object.__setattr__(self, "rules", tuple(self.rules))
+    object.__setattr__(self, "variants", tuple(self.variants))
+    bad = [r for r in self.rules if r not in RULES] + [
+        v for v in self.variants if v not in V.VARIANTS]
+    if bad or not self.rules:
+      raise ValueError(f"rules must be some of {sorted(RULES)} and variants of "
+                       f"{sorted(V.VARIANTS)}; got {list(self.rules)}, {list(self.variants)}")
+    if self.n_fit < 2 or self.steps < 1 or self.reps < 0 or self.alpha_bootstrap < 2:
+      raise ValueError(f"need n_fit >= 2, steps >= 1, reps >= 0, alpha_bootstrap >= 2; got "
+                       f"{self.n_fit}, {self.steps}, {self.reps}, {self.alpha_bootstrap}")
+
+
 def run_all(measured_path: str, rules=("tokens", "words"), tokenizer_dir: str | None = None,
             png: str | None = None, n_fit: int = 3, steps: int = 400, bootstrap: int = 200,
-            log=print) -> dict:
-  """Every rule x variant on one scaling study's results.json (+ the regime map)."""
+            reps: int = 200, names=None, seed: int = 0, log=print) -> dict:
+  """Every rule x variant on one scaling study's results.json (+ the regime map).
+
+  ``n_fit`` is capped at the number of measured sizes less one.
+  """
   m = read_measured(measured_path)
+  n_fit = min(n_fit, len(m.sizes) - 1)
   tok = None
   if tokenizer_dir:
     from rosetta_jax.data import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
@@ -245,7 +326,8 @@ def run_all(measured_path: str, rules=("tokens", "words"), tokenizer_dir: str | 
     if tokenizer_dir and rule == "tokens":
       fixed["tokenizer"] = os.path.abspath(tokenizer_dir)
     log(f"rule {rule}: alpha {fixed['alpha']:.3f} {fixed['alpha_ci']}, F {fixed['num_features']:g}")
-    results[rule] = evaluate(m, fixed, n_fit=n_fit, steps=steps, log=log)
+    results[rule] = evaluate(m, fixed, names=names, n_fit=n_fit, steps=steps, reps=reps,
+                             seed=seed, log=log)
   out = {"rules": results}
   if png:
     out["regime"] = regime_map(results, png)
@@ -272,42 +354,3 @@ def zoo_simulation(preset: str, cache_dir: str | None, log=print) -> dict:
     pred[name] = {"counts": c.tolist(), "beta": stats.loglog_slope(sizes, c),
                   "selectivity_non_rosetta": [float(s["non_rosetta"]) for s in sel]}
   return {"preset": preset, "utility_alpha": a, "simulated": sim, "predicted": pred}
-
-
-def markdown_tables(res: dict) -> str:
-  """docs/theory.md's tables from ``run_all``'s JSON (the numbers exactly as written)."""
-  lines = []
-  for rule, r in res["rules"].items():
-    fx, m = r["fixed"], r["measured"]
-    sizes = [f"{s:g}" for s in m["sizes"]]
-    lines += [f"**Rule `{rule}`**: alpha = {fx['alpha']:.3f} [{fx['alpha_ci'][0]:.3f}, "
-              f"{fx['alpha_ci'][1]:.3f}], F = {fx['num_features']:g}.", "",
-              "| | beta over the 5 sizes | " + " | ".join(f"N = {s}" for s in sizes) + " |",
-              "|---|---|" + "---|" * len(sizes),
-              f"| measured (tiny zoo) | {m['beta']:.3f} [{m['beta_ci'][0]:.3f}, "
-              f"{m['beta_ci'][1]:.3f}] | " + " | ".join(
-                  f"{c:g} [{lo:g}, {hi:g}]" for c, (lo, hi) in zip(m["counts"], m["count_ci"])) + " |"]
-    for name, v in r["variants"].items():
-      a = v["apriori"]
-      lines.append(f"| {name}, a priori | {a['beta']:.3f} [{a['beta_ci'][0]:.3f}, "
-                   f"{a['beta_ci'][1]:.3f}] | " + " | ".join(f"{c:.1f}" for c in a["counts"]) + " |")
-    for name, v in r["variants"].items():
-      fa = v["fit_all"]
-      lines.append(f"| {name}, fit to all 5 | {fa['beta']:.3f} | " +
-                   " | ".join(f"{c:.1f}" for c in fa["counts"]) + " |")
-    lines += ["", f"Out of sample (fitted on the {r['n_fit']} smallest sizes):", "",
-              "| mechanism | fitted parameters | beta (5 sizes) | " + " | ".join(
-                  f"N = {s:g}: pred (err in half-widths)" for s in m["sizes"][r["n_fit"]:]) +
-              " | rms log error |", "|---|---|---|" + "---|" * (len(sizes) - r["n_fit"] + 1)]
-    rows = [(name, v["out_of_sample"]) for name, v in r["variants"].items()]
-    pl = r["power_law"]
-    rows.append(("power law", {"physical": {"beta": pl["beta"]}, "beta": pl["beta"],
-                               "score": pl["score"]}))
-    for name, o in rows:
-      sc = o["score"]
-      par = ", ".join(f"{k} {x:.3g}" for k, x in o["physical"].items())
-      cells = " | ".join(f"{p:.1f} ({e:+.1f}{' in CI' if ok else ''})" for p, e, ok in
-                         zip(sc["predicted"], sc["error_in_half_widths"], sc["in_interval"]))
-      lines.append(f"| {name} | {par} | {o['beta']:.3f} | {cells} | {sc['rms_log_error']:.3f} |")
-    lines.append("")
-  return "\n".join(lines)

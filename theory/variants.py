@@ -244,24 +244,27 @@ class Fit:
   start: int
 
 
-def _log_loss(name, theta, sizes, log_counts, alpha, f, size):
+def _log_loss(name, theta, sizes, log_counts, weights, alpha, f, size):
+  """Mean squared log error over the sizes with weight 1 (0 leaves a size out)."""
   pred = jax.vmap(lambda n: _rosetta(name, theta, n, alpha, f, size))(sizes)
-  return jnp.mean((jnp.log(jnp.maximum(pred, 1e-12)) - log_counts) ** 2)
+  err = (jnp.log(jnp.maximum(pred, 1e-12)) - log_counts) ** 2
+  return jnp.sum(weights * err) / jnp.sum(weights)
 
 
 @functools.partial(jax.jit, static_argnames=("name", "size", "steps", "lr"))
-def _adam(name, theta, sizes, log_counts, alpha, f, size, steps, lr):
+def _adam(name, theta, sizes, log_counts, weights, alpha, f, size, steps, lr):
   opt = optax.adam(lr)
 
   def step(carry, _):
     th, state = carry
-    loss, g = jax.value_and_grad(_log_loss, argnums=1)(name, th, sizes, log_counts, alpha, f, size)
+    loss, g = jax.value_and_grad(_log_loss, argnums=1)(name, th, sizes, log_counts, weights,
+                                                       alpha, f, size)
     g = jax.tree_util.tree_map(lambda x: jnp.where(jnp.isfinite(x), x, 0.0), g)
     upd, state = opt.update(g, state, th)
     return (optax.apply_updates(th, upd), state), loss
 
   (theta, _), losses = jax.lax.scan(step, (theta, opt.init(theta)), None, length=steps)
-  return theta, _log_loss(name, theta, sizes, log_counts, alpha, f, size), losses
+  return theta, _log_loss(name, theta, sizes, log_counts, weights, alpha, f, size), losses
 
 
 def fit(name: str, sizes: Sequence[float], counts_: Sequence[float], alpha: float,
@@ -285,7 +288,8 @@ def fit(name: str, sizes: Sequence[float], counts_: Sequence[float], alpha: floa
   for i, start in enumerate([{}, *v.starts]):
     th0 = _theta32({**v.init, **start})
     th, loss, _ = _adam(name, th0, jnp.asarray(sizes, jnp.float32),
-                        jnp.asarray(np.log(c), jnp.float32), jnp.float32(alpha),
+                        jnp.asarray(np.log(c), jnp.float32), jnp.ones(len(c), jnp.float32),
+                        jnp.float32(alpha),
                         jnp.float32(num_features), size, steps, lr)
     loss = float(loss)
     if np.isfinite(loss) and (best is None or loss < best.loss):
@@ -294,3 +298,53 @@ def fit(name: str, sizes: Sequence[float], counts_: Sequence[float], alpha: floa
   if best is None:
     raise FloatingPointError(f"{name}: every start diverged")
   return best
+
+
+def fit_many(name: str, sizes: Sequence[float], counts_: np.ndarray, alpha: float,
+             num_features: float, size: int | None = None, steps: int = 400,
+             lr: float = 0.05, weights: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+  """``fit`` on many count vectors at once (bootstrap resamples), ``jax.vmap``-ed.
+
+  Every row is fitted from every start in ``[init, *starts]`` (all starts and rows in
+  one vmapped Adam run) and keeps its lowest loss, as ``fit`` does; a row's fit
+  equals ``fit`` on its sizes of weight 1.
+
+  Args:
+    counts_: [B, S] positive counts, one row per resample, at ``sizes`` [S].
+    weights: [B, S] 1 for the sizes a row is fitted on, 0 for those left out
+      (default: all 1), so fits on different subsets share one compiled program.
+
+  Returns:
+    (theta: {param: [B] array} of unconstrained parameters, losses [B]; rows whose
+    every start diverged have loss inf).
+  """
+  v = get(name)
+  sizes = np.asarray(sizes, np.float64)
+  c = np.asarray(counts_, np.float64)
+  if c.ndim != 2 or c.shape[1] != len(sizes) or np.any(c <= 0):
+    raise ValueError(f"need [B, {len(sizes)}] positive counts, got shape {c.shape}")
+  w = np.ones_like(c) if weights is None else np.asarray(weights, np.float64)
+  if w.shape != c.shape or np.any(w.sum(1) < 2):
+    raise ValueError(f"weights must be [B, S] with >= 2 sizes per row, got {w.shape}")
+  size = size or feature_axis(num_features, sizes.max())
+  starts = [_theta32({**v.init, **s}) for s in [{}, *v.starts]]
+  th0 = {k: jnp.stack([s[k] for s in starts]) for k in v.init}           # [K]
+  n = jnp.asarray(sizes, jnp.float32)
+
+  th, loss = _adam_many(name, th0, n, jnp.asarray(np.log(c), jnp.float32),
+                        jnp.asarray(w, jnp.float32), jnp.float32(alpha),
+                        jnp.float32(num_features), size, steps, lr)       # [B, K]
+  loss = np.where(np.isfinite(np.asarray(loss)), np.asarray(loss), np.inf)
+  best = np.argmin(loss, axis=1)
+  rows = np.arange(len(c))
+  theta = {k: np.asarray(x)[rows, best] for k, x in th.items()}
+  return theta, loss[rows, best]
+
+
+@functools.partial(jax.jit, static_argnames=("name", "size", "steps", "lr"))
+def _adam_many(name, th0, sizes, log_c, weights, alpha, f, size, steps, lr):
+  """[K] starts x [B] rows of ``_adam`` in one program: ([B, K] theta, [B, K] loss)."""
+  def one(th, lc, wt):
+    return _adam(name, th, sizes, lc, wt, alpha, f, size, steps, lr)[:2]
+  return jax.vmap(jax.vmap(one, in_axes=(0, None, None)), in_axes=(None, 0, 0))(
+      th0, log_c, weights)
