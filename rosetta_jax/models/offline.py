@@ -41,6 +41,7 @@ from typing import Callable
 
 import numpy as np
 
+from rosetta_jax.models.onnx_graph import onnx_attr, onnx_heads
 from rosetta_jax.io import atomic_write
 
 PREFIX = "offline:"
@@ -328,14 +329,6 @@ def load(name: str, **kwargs):
 # ----------------------------------------------------------------------------
 
 
-def _onnx_attr(node, name, default=None):
-  for a in node.attribute:
-    if a.name == name:
-      import onnx
-      return onnx.helper.get_attribute_value(a)
-  return default
-
-
 def onnx_to_bert(onnx_path: Path) -> tuple[dict[str, np.ndarray], dict]:
   """Hugging Face BERT tensors and config.json from a sentence-transformers ONNX export.
 
@@ -383,7 +376,7 @@ def onnx_to_bert(onnx_path: Path) -> tuple[dict[str, np.ndarray], dict]:
       raise ValueError(f"{onnx_path}: two kernels map to {key!r}")
     tensors[key] = np.ascontiguousarray(numpy_helper.to_array(inits[weights[0]]).T
                                         ).astype(np.float32)
-  eps = {_onnx_attr(n, "epsilon", 1e-5) for n in graph.node if n.op_type == "LayerNormalization"}
+  eps = {onnx_attr(n, "epsilon", 1e-5) for n in graph.node if n.op_type == "LayerNormalization"}
   if len(eps) != 1:
     raise ValueError(f"{onnx_path}: expected one LayerNorm epsilon, found {sorted(eps)}")
   if any(n.op_type == "Tanh" for n in graph.node) or not any(n.op_type == "Erf"
@@ -402,7 +395,7 @@ def onnx_to_bert(onnx_path: Path) -> tuple[dict[str, np.ndarray], dict]:
   config = {
       "architectures": ["BertModel"], "model_type": "bert", "vocab_size": int(vocab),
       "hidden_size": int(hidden), "num_hidden_layers": layers,
-      "num_attention_heads": _onnx_heads(graph, inits, hidden),
+      "num_attention_heads": onnx_heads(graph, inits, hidden),
       "intermediate_size": int(inter),
       "max_position_embeddings": int(tensors["embeddings.position_embeddings.weight"].shape[0]),
       "type_vocab_size": int(tensors["embeddings.token_type_embeddings.weight"].shape[0]),
@@ -412,25 +405,3 @@ def onnx_to_bert(onnx_path: Path) -> tuple[dict[str, np.ndarray], dict]:
   return dict(sorted(tensors.items())), config
 
 
-def _onnx_heads(graph, inits, hidden: int) -> int:
-  """The head count: the constant Reshape target [b, s, heads, head_dim] of attention."""
-  from onnx import numpy_helper
-  consts = {}
-  for n in graph.node:
-    if n.op_type == "Constant":
-      v = _onnx_attr(n, "value")
-      if v is not None:
-        consts[n.output[0]] = numpy_helper.to_array(v)
-  for t in inits.values():
-    consts.setdefault(t.name, None)
-  heads = set()
-  for n in graph.node:
-    if n.op_type == "Concat":
-      vals = [consts.get(i) for i in n.input]
-      if len(vals) == 4 and all(v is not None and v.size == 1 for v in vals[2:]):
-        h, d = int(vals[2].reshape(())), int(vals[3].reshape(()))
-        if h * d == hidden:
-          heads.add(h)
-  if len(heads) != 1:
-    raise ValueError(f"cannot read the attention head count from the graph (found {heads})")
-  return heads.pop()

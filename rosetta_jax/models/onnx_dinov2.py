@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rosetta_jax.models.offline import _onnx_attr, _onnx_heads
+from rosetta_jax.models.onnx_graph import onnx_attr, onnx_heads
 
 _LAYER_TENSORS = ("norm1.weight", "norm1.bias", "attention.attention.query.weight",
                   "attention.attention.query.bias", "attention.attention.key.weight",
@@ -80,8 +80,8 @@ def onnx_to_dinov2(onnx_path: Path, prefix: str = "backbone."
   graph = onnx.load(str(onnx_path)).graph
   where = str(onnx_path)
   inits = {t.name: t for t in graph.initializer}
-  consts = {n.output[0]: numpy_helper.to_array(_onnx_attr(n, "value"))
-            for n in graph.node if n.op_type == "Constant" and _onnx_attr(n, "value") is not None}
+  consts = {n.output[0]: numpy_helper.to_array(onnx_attr(n, "value"))
+            for n in graph.node if n.op_type == "Constant" and onnx_attr(n, "value") is not None}
   consumers: dict[str, list] = {}
   for node in graph.node:
     for i in node.input:
@@ -131,11 +131,11 @@ def onnx_to_dinov2(onnx_path: Path, prefix: str = "backbone."
       [cls_pos[0], grid_pos[0]], axis=1).astype(np.float32)
   resizes = [n for n in graph.node if n.op_type == "Resize" and "embeddings" in n.name]
   for r in resizes:
-    mode = _onnx_attr(r, "mode", b"nearest")
-    ctm = _onnx_attr(r, "coordinate_transformation_mode", b"half_pixel")
-    a = _onnx_attr(r, "cubic_coeff_a", -0.75)
+    mode = onnx_attr(r, "mode", b"nearest")
+    ctm = onnx_attr(r, "coordinate_transformation_mode", b"half_pixel")
+    a = onnx_attr(r, "cubic_coeff_a", -0.75)
     if (mode, ctm) != (b"cubic", b"half_pixel") or abs(a + 0.75) > 1e-6 or \
-        _onnx_attr(r, "antialias", 0):
+        onnx_attr(r, "antialias", 0):
       raise ValueError(f"{where}: position interpolation {r.name!r} is {mode}/{ctm}/a={a}, "
                        "not torch's bicubic (cubic, half_pixel, a=-0.75)")
   if len(resizes) != 1:
@@ -160,7 +160,7 @@ def onnx_to_dinov2(onnx_path: Path, prefix: str = "backbone."
   config = {
       "architectures": ["Dinov2Model"], "model_type": "dinov2", "hidden_size": int(hidden),
       "num_hidden_layers": layers,
-      "num_attention_heads": _onnx_heads(graph, inits, hidden),
+      "num_attention_heads": onnx_heads(graph, inits, hidden),
       "mlp_ratio": inter // hidden if inter % hidden == 0 else inter / hidden,
       "image_size": side * patch, "patch_size": patch, "num_channels": int(proj.shape[1]),
       "layer_norm_eps": _layer_norm_eps(graph, consts), "hidden_act": "gelu",

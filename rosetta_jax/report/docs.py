@@ -381,5 +381,3 @@ def vision_polarization_sizes(s: dict) -> str:
   rows = [[f"{n:.0f}", len(ps)] + [f"{sum(p['metrics'][m]['d'] for p in ps) / len(ps):+.2f}"
                                    for m in metrics] for n, ps in by.items()]
   return _table(["size N", "pairs"] + metrics, rows)
-# docs/theory.md's templates live beside these; importing the module registers them.
-from rosetta_jax.report import docs_theory  # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
