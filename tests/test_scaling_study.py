@@ -16,8 +16,8 @@ from rosetta_jax.zoo.config import ZooConfig
 # untrained baseline and the unit-identity null: every part of the count.
 MICRO = config.StudyConfig(
     zoo=ZooConfig(widths=(16, 32, 48), num_layers=1, vocab_size=400, seq_len=64,
-                  batch_size=16, steps=300, warmup=20, ckpt_every=150, seeds=(0, 1, 2)),
-    record_docs=120, record_chars=400, record_len=64, bootstrap=30, candidates=4,
+                  batch_size=16, steps=120, warmup=20, ckpt_every=60, seeds=(0, 1, 2)),
+    record_docs=80, record_chars=400, record_len=64, bootstrap=30, candidates=4,
     null_permutations=4, budgets=(0.5,))
 
 

@@ -146,3 +146,15 @@ def test_study_binaries_refuse_several_processes(monkeypatch):
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   with pytest.raises(config.ConfigError, match=r"num_processes: .*experiments.record"):
     cf.study_mesh()
+
+
+def test_single_family_records_match_zoos_written_before_families(tmp_path):
+  """A GPT-NeoX-only zoo records no family fields (workdirs and zoo directories
+  written before the second architecture still resume); a two-family zoo does."""
+  one = config.workdir_record("pipeline", "zoo", config.get_preset("tiny"))["config"]["zoo"]
+  assert "families" not in one and "llama_vocab_size" not in one
+  two = config.workdir_record("pipeline", "zoo", config.get_preset("default"))["config"]["zoo"]
+  assert list(two["families"]) == ["gpt_neox", "llama"] and two["llama_vocab_size"] == 1536
+  assert zoo_config.record(dataclasses.replace(CFG, families=("gpt_neox",))) == {
+      k: v for k, v in zoo_config.to_dict(CFG).items() if k not in ("families",
+                                                                    "llama_vocab_size")}

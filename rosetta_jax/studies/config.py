@@ -30,6 +30,7 @@ from typing import Any
 
 from rosetta_jax import io as io_lib
 from rosetta_jax.zoo.config import ZooConfig
+from rosetta_jax.zoo.config import record as zoo_record
 from rosetta_jax.zoo import vision as vision_zoo_lib
 from rosetta_jax.zoo.vision import VisionZooConfig
 
@@ -476,6 +477,9 @@ def record_dict(cfg) -> dict:
   if isinstance(cfg, StudyConfig):
     for k in (("modality", "vision_zoo") if cfg.modality == "text" else ("zoo",)):
       d.pop(k)
+    if "zoo" in d:                  # a GPT-NeoX-only zoo: no family fields (zoo.config.record)
+      keep = zoo_record(cfg.zoo)
+      d["zoo"] = {k: v for k, v in d["zoo"].items() if k in keep}
   return d
 
 

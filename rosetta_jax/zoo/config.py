@@ -89,3 +89,13 @@ class ZooConfig:
 def to_dict(cfg: Any) -> dict:
   """A JSON-ready dict of a (nested) config dataclass."""
   return dataclasses.asdict(cfg)
+
+
+def record(cfg: ZooConfig) -> dict:
+  """``to_dict(cfg)`` as workdirs and zoo directories record it: a GPT-NeoX-only zoo
+  leaves out the family fields, so zoos written before there were families match."""
+  d = to_dict(cfg)
+  if tuple(cfg.families) == ("gpt_neox",):
+    d.pop("families")
+    d.pop("llama_vocab_size")
+  return d

@@ -37,6 +37,7 @@ from rosetta_jax.data import corpus as corpus_lib
 from rosetta_jax.data import tokenizer as tokenizer_lib
 from rosetta_jax.io import atomic_write_json, read_json
 from rosetta_jax.models import base, gpt_neox, llama
+from rosetta_jax.zoo import config as zoo_config
 from rosetta_jax.zoo.config import ZooConfig, to_dict
 
 MODULES = {"gpt_neox": gpt_neox.GPTNeoX, "llama": llama.Llama}
@@ -212,7 +213,7 @@ def train_zoo(cfg: ZooConfig, zoo_dir: str, docs: Sequence[corpus_lib.Document] 
   docs = list(docs) if docs is not None else corpus_lib.load_corpus("train")
   if not docs:
     raise ValueError("cannot train the zoo on an empty corpus")
-  meta = {"zoo": to_dict(cfg), "corpus": corpus_lib.corpus_hash(docs)}
+  meta = {"zoo": zoo_config.record(cfg), "corpus": corpus_lib.corpus_hash(docs)}
   _check_zoo_dir(zoo_dir, json.loads(json.dumps(meta)))
   models = []
   for family in cfg.families:
