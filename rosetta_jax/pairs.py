@@ -527,9 +527,15 @@ def match_pair(ctx, pair: Pair, criterion: rosetta.Criterion | None = None,
     t0 = time.time()
     order, fixed = identity_order(ctx.labels.token, cfg.seed)
     tmp = os.path.join(ctx.workdir, "tmp", f"{tag}-{key}")
-    ident, *_ = rosetta.match_sites(acts_a, unit_copies(acts_b, order, tmp), k=crit.k,
-                                    model_a=pair.a.name, model_b=pair.b.name,
-                                    progress=ctx.progress, **mesh_kw)
+    if all(isinstance(v, HostSource) for v in acts_b.values()):
+      # In memory: B's units reordered by one gather per group of sites, as the null's.
+      ident, *_ = rosetta.match_sites(acts_a, acts_b, k=crit.k, model_a=pair.a.name,
+                                      model_b=pair.b.name, null_permutation=order,
+                                      progress=ctx.progress, **mesh_kw)
+    else:
+      ident, *_ = rosetta.match_sites(acts_a, unit_copies(acts_b, order, tmp), k=crit.k,
+                                      model_a=pair.a.name, model_b=pair.b.name,
+                                      progress=ctx.progress, **mesh_kw)
     shutil.rmtree(tmp, ignore_errors=True)
     identity = {"count": int(len(rosetta.mutual_pairs(ident, k=crit.k, r_min=r_min)[0])),
                 "raw_count": int(len(rosetta.mutual_pairs(ident, k=crit.k)[0])),

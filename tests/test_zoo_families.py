@@ -105,15 +105,17 @@ def test_in_memory_pair_equals_the_streamed_one(ctx, tmp_path, monkeypatch):
   assert host.moments() is not None
   np.testing.assert_array_equal(host.moments().mean, site.moments().mean)
 
-  def fresh(workdir):
-    return context.Context(ctx.cfg, str(workdir), "zoo", ctx.pairs, ctx.stores, ctx.docs,
-                           ctx.weights, {}, progress=False)
+  def fresh(workdir):                 # with the unit-identity null (a memory-side gather)
+    return context.Context(dataclasses.replace(ctx.cfg, identity_null=True), str(workdir),
+                           "zoo", ctx.pairs, ctx.stores, ctx.docs, ctx.weights, {},
+                           progress=False)
   mem = pairs.match_pair(fresh(tmp_path / "mem"), cross)
   monkeypatch.setattr(pairs, "IN_MEMORY_BYTES", 0)
   streamed = pairs.match_pair(fresh(tmp_path / "stream"), cross)
   for f in ("idx_a", "idx_b", "raw_r", "null_r", "null_perm", "boot_counts", "members_a"):
     np.testing.assert_array_equal(getattr(mem, f), getattr(streamed, f), err_msg=f)
   np.testing.assert_array_equal(mem.r, streamed.r)
+  assert mem.identity == streamed.identity and mem.identity["raw_count"] > 0
 
 
 def test_pair_matched_over_a_device_mesh_equals_one_device(ctx, tmp_path):
