@@ -38,7 +38,7 @@ def main(argv):
   print(f"start        evaluation {res.target} loss {res.start['target']:.4f}")
   for name, r in res.arms.items():
     m, lo, hi = r["target_loss_ci"]
-    share = r["target_oracle_share_ci"]
+    share = r["target_oracle_share_ci"] or (float("nan"),) * 3
     print(f"{name:12s} {res.target} tokens {r['precision_ci'][0]:.2f}  evaluation "
           f"{res.target} loss {m:.4f} [{lo:.4f}, {hi:.4f}]  oracle share {share[0]:.2f} "
           f"[{share[1]:.2f}, {share[2]:.2f}]")

@@ -1,14 +1,19 @@
-"""Rosetta neurons as data filters (claim 6).
+"""Rosetta neurons as data filters (claim 6): the pieces of the study.
 
-1. On held-out documents with domain labels, pick the Rosetta neurons most
-   selective for a target domain (standardised mean difference, target vs rest).
-2. Score each document of an *unlabelled* candidate pool by the mean activation of
-   those neurons over its units; the pool's labels are used only to evaluate.
-3. Select the top-K documents. A control selects K documents with the same number
-   of the most target-selective *non*-Rosetta neurons; a baseline takes K random
-   documents.
-4. Continue pretraining the same model on each subset (``zoo.train.continue_training``)
-   and compare held-out loss on the target domain.
+* ``domain_selectivity`` / ``pick_neurons``: on labelled units, each neuron's
+  standardised mean difference target vs rest, and the most selective neurons
+  of an allowed set (the Rosetta set, or a matched control).
+* ``score_documents``: a document's mean standardised activation of the chosen
+  neurons over its units (the pool's labels are never read).
+* ``split_documents`` / ``DocumentSets``: three disjoint sets of documents
+  (selection, pool, evaluation) and the check that they are disjoint and unseen
+  in training.
+* ``arm_orders`` / ``take_budget`` / ``arm_streams``: each arm's documents,
+  best first, cut to one token budget shared by every arm.
+* ``oracle_share``: the share of the oracle arm's gain an arm recovers.
+
+The study itself (``studies/datafilter.py``) continues pretraining on each arm's
+tokens and measures the evaluation set's loss.
 """
 
 from __future__ import annotations

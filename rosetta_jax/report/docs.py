@@ -418,7 +418,7 @@ def data_filter_arms(s: dict) -> str:
     rows.append([name, f"{100 * a['precision_ci'][0]:.0f}%", f"{a['target_loss_ci'][0]:.4f}",
                  _ci(a["target_loss_ci"][1:], "{:.4f}"), f"{a['other_loss_ci'][0]:.4f}",
                  _ci(a["other_loss_ci"][1:], "{:.4f}"),
-                 "-" if sh[0] is None or sh[0] != sh[0] else
+                 "undefined (the oracle gains nothing)" if sh is None else
                  f"{sh[0]:.2f} {_ci(sh[1:], '{:.2f}')}"])
   verdict = (f"\n\nRosetta arm below random: {'yes' if r['rosetta_beats_random'] else 'no'}; "
              f"below the matched control: {'yes' if r['rosetta_beats_control'] else 'no'} "

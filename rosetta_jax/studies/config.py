@@ -192,11 +192,11 @@ class FilterConfig:
   pool_share: float = 0.6
   pool_docs: int = 600
   pool_chars: int = 1500
-  select_fraction: float = 0.1
-  steps: int = 150
-  lr: float = 1e-3
-  repeats: int = 3
-  curve_points: int = 5
+  select_fraction: float = 0.15
+  steps: int = 60
+  lr: float = 1e-4
+  repeats: int = 5
+  curve_points: int = 6
   pool_seed: int = 0
 
   def __post_init__(self):

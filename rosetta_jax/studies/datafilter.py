@@ -226,10 +226,12 @@ def run(ctx: context_lib.Context, fcfg: FilterConfig | None = None) -> DataFilte
     r = runs[name]
     for k in ("target", "other"):
       r[f"{k}_loss_ci"] = stats.mean_interval(r[f"{k}_loss"])
-      share = datafilter.oracle_share(start[k], r[f"{k}_loss"], runs["oracle"][f"{k}_loss"])
-      r[f"{k}_oracle_share"] = [float(x) for x in share]
-      r[f"{k}_oracle_share_ci"] = (stats.mean_interval(share) if np.all(np.isfinite(share))
-                                   else (float("nan"),) * 3)
+    share = datafilter.oracle_share(start["target"], r["target_loss"],
+                                    runs["oracle"]["target_loss"])
+    # None where the oracle gains nothing on a seed: the share is undefined there.
+    r["target_oracle_share"] = [float(x) if np.isfinite(x) else None for x in share]
+    r["target_oracle_share_ci"] = (stats.mean_interval(share) if np.all(np.isfinite(share))
+                                   else None)
     r["precision_ci"] = stats.mean_interval(r["precision"])
   below = lambda a, b: bool(runs[a]["target_loss_ci"][2] < runs[b]["target_loss_ci"][1])
   return DataFilterResult(
@@ -241,6 +243,8 @@ def run(ctx: context_lib.Context, fcfg: FilterConfig | None = None) -> DataFilte
 
 
 def _ci(ci, digits: int = 3) -> str:
+  if ci is None:
+    return "undefined"
   m, lo, hi = ci
   return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
@@ -248,13 +252,15 @@ def _ci(ci, digits: int = 3) -> str:
 def claims(result: DataFilterResult) -> list[list]:
   ros, a = result.arms["rosetta"], result.arms
   share = ros["target_oracle_share_ci"]
+  share_txt = ("undefined: the oracle does not beat the starting model" if share is None
+               else f"{share[0]:.2f} [{share[1]:.2f}, {share[2]:.2f}] of the oracle's gain")
   return [[f"6. Rosetta-selected data lowers held-out {result.target} loss vs random",
            f"{ros['target_loss_ci'][0]:.3f} vs {a['random']['target_loss_ci'][0]:.3f}",
            f"[{ros['target_loss_ci'][1]:.3f}, {ros['target_loss_ci'][2]:.3f}]",
            "yes" if result.rosetta_beats_random else "no (CIs overlap)"],
-          [f"6. ... and vs a matched non-Rosetta control (oracle share {share[0]:.2f})",
+          [f"6. ... and vs a matched non-Rosetta control (oracle share: {share_txt})",
            f"{ros['target_loss_ci'][0]:.3f} vs {a['control']['target_loss_ci'][0]:.3f}",
-           f"[{share[1]:.2f}, {share[2]:.2f}] of the oracle's gain",
+           f"[{a['control']['target_loss_ci'][1]:.3f}, {a['control']['target_loss_ci'][2]:.3f}]",
            "yes" if result.rosetta_beats_control else "no (CIs overlap)"]]
 
 
