@@ -420,9 +420,10 @@ def data_filter_arms(s: dict) -> str:
                  _ci(a["other_loss_ci"][1:], "{:.4f}"),
                  "undefined (the oracle gains nothing)" if sh is None else
                  f"{sh[0]:.2f} {_ci(sh[1:], '{:.2f}')}"])
-  verdict = (f"\n\nRosetta arm below random: {'yes' if r['rosetta_beats_random'] else 'no'}; "
-             f"below the matched control: {'yes' if r['rosetta_beats_control'] else 'no'} "
-             "(95% t-intervals over seeds that do not overlap).")
+  verdict = ("\n\nIs the Rosetta arm's evaluation loss below the random arm's: "
+             f"{'yes' if r['rosetta_beats_random'] else 'no'}; below the matched control's: "
+             f"{'yes' if r['rosetta_beats_control'] else 'no'} (yes: the 95% t-intervals over "
+             "seeds do not overlap and the Rosetta arm's is the lower).")
   return _table(["arm", f"{r['target']} share of tokens", f"evaluation {r['target']} loss",
                  "95% CI", "other-domain loss", "95% CI", "share of the oracle's gain (95% CI)"],
                 rows) + verdict
