@@ -228,9 +228,11 @@ def test_theory_and_data_selection_ran_on_the_same_context(workdir):
   assert len(rows) == 1 and rows[0]["measured"] == (", ".join(var["verdict"]["fits"]) or "none")
   assert rows[0]["agrees"] == ("yes" if var["verdict"]["fits"] else "no")
   filt = _load(wd, "data_filter")
-  assert filt["pair"] == "w64-s0s1" and filt["selected"] == 8      # 0.2 of 40 pool documents
-  assert set(filt["subsets"]) == {"rosetta", "non_rosetta", "random"}
-  for r in filt["subsets"].values():
+  assert filt["pair"] == "w64-s0s1" and filt["sets"]["pool"]["documents"] == 40
+  assert set(filt["arms"]) == {"rosetta", "control", "random", "oracle"}
+  for r in filt["arms"].values():
     assert len(r["target_loss"]) == 2 and all(math.isfinite(x) for x in r["target_loss"])
+    assert len(r["curve_target"][0]) == len(filt["steps"]) and filt["steps"][-1] == 4
+  assert filt["arms"]["oracle"]["precision"] == [1.0, 1.0]
   with open(os.path.join(wd, "data_filter", "config.json")) as f:
     assert json.load(f)["config"]["pool_docs"] == 40

@@ -381,3 +381,49 @@ def vision_polarization_sizes(s: dict) -> str:
   rows = [[f"{n:.0f}", len(ps)] + [f"{sum(p['metrics'][m]['d'] for p in ps) / len(ps):+.2f}"
                                    for m in metrics] for n, ps in by.items()]
   return _table(["size N", "pairs"] + metrics, rows)
+
+
+# ----------------------------------------------------------------------------
+# The data-selection study (docs/data_filter.md)
+# ----------------------------------------------------------------------------
+
+
+@template("data_filter_setup")
+def data_filter_setup(s: dict) -> str:
+  """The model, the three document sets and the token budget."""
+  r = s["results"]
+  sets = r["sets"]
+  doms = lambda k: ", ".join(f"{n} {d}" for d, n in sets[k]["domains"].items())
+  seeds = len(r["arms"]["rosetta"]["target_loss"])
+  return (f"Model `{r['model']}` (pair {r['pair']}), target `{r['target']}`: "
+          f"{r['rosetta_neurons']} Rosetta neurons on the selection set. Selection set "
+          f"{sets['selection']['documents']} documents ({doms('selection')}); pool "
+          f"{sets['pool']['documents']} ({doms('pool')}); evaluation "
+          f"{sets['evaluation']['documents']} ({doms('evaluation')}). Every arm trains on "
+          f"the same {r['budget_tokens']} tokens ({r['train_tokens']} tokens read per run, "
+          f"{r['train_tokens'] / r['budget_tokens']:.1f} passes), {seeds} seeds per arm. "
+          f"Matched control balance (first seed): KS {r['control_balance']['ks']:.3f}, "
+          f"layers equal: {'yes' if r['control_balance']['layers_equal'] else 'no'}.")
+
+
+@template("data_filter_arms")
+def data_filter_arms(s: dict) -> str:
+  """Per arm: target-token share, evaluation losses and the oracle share, with
+  t-intervals over seeds."""
+  r = s["results"]
+  rows = [["start (no training)", "-", f"{r['start']['target']:.4f}", "-",
+           f"{r['start']['other']:.4f}", "-", "0"]]
+  for name, a in r["arms"].items():
+    sh = a["target_oracle_share_ci"]
+    rows.append([name, f"{100 * a['precision_ci'][0]:.0f}%", f"{a['target_loss_ci'][0]:.4f}",
+                 _ci(a["target_loss_ci"][1:], "{:.4f}"), f"{a['other_loss_ci'][0]:.4f}",
+                 _ci(a["other_loss_ci"][1:], "{:.4f}"),
+                 "undefined (the oracle gains nothing)" if sh is None else
+                 f"{sh[0]:.2f} {_ci(sh[1:], '{:.2f}')}"])
+  verdict = ("\n\nIs the Rosetta arm's evaluation loss below the random arm's: "
+             f"{'yes' if r['rosetta_beats_random'] else 'no'}; below the matched control's: "
+             f"{'yes' if r['rosetta_beats_control'] else 'no'} (yes: the 95% t-intervals over "
+             "seeds do not overlap and the Rosetta arm's is the lower).")
+  return _table(["arm", f"{r['target']} share of tokens", f"evaluation {r['target']} loss",
+                 "95% CI", "other-domain loss", "95% CI", "share of the oracle's gain (95% CI)"],
+                rows) + verdict

@@ -110,3 +110,17 @@ def beta_vs_budget(units: Sequence[float], betas, cis,
   fig.update_layout(title=title, xaxis=dict(type="log", title="units matched"),
                     yaxis=dict(title="beta (95% CI)"), template="plotly_white", height=400)
   return fig
+
+
+def learning_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float],
+                                                Sequence[float]]],
+                    title: str, yaxis: str = "held-out loss (nats/token)") -> go.Figure:
+  """Loss against training steps, one line per arm: {arm: (steps, mean, lo, hi)},
+  the interval drawn as error bars (the data-selection study's arms)."""
+  fig = go.Figure()
+  for name, (steps, mean, lo, hi) in curves.items():
+    fig.add_trace(go.Scatter(x=list(steps), y=list(mean), mode="lines+markers", name=name,
+                             error_y=ci_err(mean, lo, hi)))
+  fig.update_layout(title=title, xaxis_title="continued-pretraining steps", yaxis_title=yaxis,
+                    template="plotly_white", height=420)
+  return fig

@@ -167,33 +167,44 @@ class StudyConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FilterConfig:
-  """Settings of the data-selection study (claim 6).
+  """Settings of the data-selection study (claim 6; docs/data_filter.md).
 
   Attributes:
     target: the domain to select for.
-    neurons: selector neurons (Rosetta, and the same number for the control).
-    pool_docs: training documents in the unlabelled candidate pool.
+    neurons: selector neurons per arm (the most target-selective of the Rosetta
+      set, and as many of the matched non-Rosetta control).
+    selection_fraction: share of the recorded documents the neurons are chosen on
+      (the pair is re-matched on them: ``pairs.budget_documents``).
+    pool_share: share of the other held-out documents in the pool (by a hash of
+      the id); the rest are the evaluation set.
+    pool_docs: at most this many pool documents.
     pool_chars: characters kept from each pool document.
-    select_fraction: share of the pool each selector keeps, in (0, 1).
+    select_fraction: the token budget of every arm, as a share of the pool's
+      tokens, in (0, 1).
     steps: continued-pretraining steps per run.
     lr: its peak learning rate.
-    repeats: runs per subset (different data orders), for the interval.
-    pool_seed: seed of the pool sample and the random subset.
+    repeats: seeds per arm (data order, random draws), for the intervals.
+    curve_points: held-out evaluations per run (the learning curves).
+    pool_seed: seed of the random arm, the oracle's order and the control draw.
   """
   target: str = "math"
   neurons: int = 16
+  selection_fraction: float = 0.4
+  pool_share: float = 0.6
   pool_docs: int = 600
   pool_chars: int = 1500
-  select_fraction: float = 0.2
-  steps: int = 150
-  lr: float = 1e-3
-  repeats: int = 3
+  select_fraction: float = 0.15
+  steps: int = 60
+  lr: float = 1e-4
+  repeats: int = 5
+  curve_points: int = 6
   pool_seed: int = 0
 
   def __post_init__(self):
-    _check(0 < self.select_fraction < 1, "select_fraction",
-           f"must lie in (0, 1), got {self.select_fraction}")
-    for f in ("neurons", "steps", "repeats", "pool_docs", "pool_chars"):
+    for f in ("select_fraction", "selection_fraction", "pool_share"):
+      v = getattr(self, f)
+      _check(0 < v < 1, f, f"must lie in (0, 1), got {v}")
+    for f in ("neurons", "steps", "repeats", "pool_docs", "pool_chars", "curve_points"):
       v = getattr(self, f)
       _check(_is_int(v) and v >= 1, f, f"must be an integer >= 1, got {v!r}")
     _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")

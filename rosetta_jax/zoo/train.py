@@ -269,11 +269,13 @@ def heldout_loss(model: base.Model, stream: np.ndarray, seq_len: int, n: int = 1
 
 def continue_training(model: base.Model, stream: np.ndarray, steps: int, *, lr: float = 1e-3,
                       batch_size: int = 16, seq_len: int = 64, seed: int = 0,
-                      warmup: int = 10) -> tuple[base.Model, list[float]]:
+                      warmup: int = 10, eval_every: int = 0,
+                      on_eval=None) -> tuple[base.Model, list[float]]:
   """Continues pretraining one model on a token stream (data filtering, claim 6).
 
   AdamW with linear warmup then cosine decay; the batch order is a function of
-  ``(seed, step)`` as in the zoo.
+  ``(seed, step)`` as in the zoo. ``on_eval(steps_done, params)``, when given, is
+  called after every ``eval_every`` steps and after the last (a learning curve).
 
   Returns:
     (the updated Model, the loss every 10 steps).
@@ -299,4 +301,7 @@ def continue_training(model: base.Model, stream: np.ndarray, steps: int, *, lr: 
     params, opt_state, loss = step_fn(params, opt_state, stream, jnp.int32(step))
     if (step + 1) % 10 == 0:
       losses.append(float(loss))
+    if on_eval is not None and ((eval_every and (step + 1) % eval_every == 0)
+                                or step + 1 == steps):
+      on_eval(step + 1, params)
   return dataclasses.replace(model, params=params), losses
