@@ -5,6 +5,7 @@ import pytest
 from scipy import stats as sps
 
 from rosetta_jax.analysis import controls, stats
+from synthetic_context import synthetic_context
 
 # The frequency tolerance the matched control is held to: the largest gap between
 # the Rosetta set's and the control's frequency quantiles (q = 0.05 ... 0.95).
@@ -173,7 +174,7 @@ def _synthetic_context(seed=0, resamples=6):
   """A context stand-in for polarization.run: three pairs of 3-layer models with
   neuron statistics of random activations and planted Rosetta sets."""
   import types  # pylint: disable=g-import-not-at-top
-  from rosetta_jax.analysis import bootstrap, selectivity as sel  # pylint: disable=g-import-not-at-top
+  from rosetta_jax.analysis import selectivity as sel  # pylint: disable=g-import-not-at-top
   from rosetta_jax import pairs as pairs_lib  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   docs, per_doc = 24, 20
@@ -198,12 +199,8 @@ def _synthetic_context(seed=0, resamples=6):
         members_b=np.stack([mask() for _ in range(resamples)]),
         null_idx_a=nulls[0], null_idx_b=rng.permutation(nulls[1]))
     pairs.append(pair)
-  cfg = types.SimpleNamespace(seed=seed, bootstrap=resamples)
-  return types.SimpleNamespace(
-      cfg=cfg, pairs=pairs, result=lambda p: results[p.label],
-      neuron_stats=lambda m: neuron_stats[m.name],
-      weights=bootstrap.bootstrap_weights(docs, resamples, seed), models="synthetic",
-      docs=list(range(docs)), labels=labels, seconds={})
+  return synthetic_context(pairs, results, neuron_stats, labels, seed=seed,
+                           resamples=resamples, docs=docs)
 
 
 def test_polarization_run_reports_effects_against_the_matched_control():

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from rosetta_jax import pairs as pairs_lib
-from rosetta_jax.analysis import bootstrap, controls, domains as dom_lib, selectivity as sel
+from rosetta_jax.analysis import controls, domains as dom_lib, selectivity as sel
 from rosetta_jax.analysis import stats
 from rosetta_jax.report.html import Report
 from rosetta_jax.studies import domains
+import synthetic_context as synthetic_lib
 
 DOCS, PER_DOC, LAYERS, RESAMPLES = 32, 16, 3, 8
 NAMES = ("code", "docs", "math", "prose")
@@ -55,12 +56,8 @@ def synthetic_context(seed=0):
         members_a=np.stack([masks[0] ^ (rng.random(n) < 0.03) for _ in range(RESAMPLES)]),
         members_b=np.stack([masks[1] ^ (rng.random(n) < 0.03) for _ in range(RESAMPLES)]))
     pairs.append(pair)
-  cfg = types.SimpleNamespace(seed=seed, bootstrap=RESAMPLES)
-  return types.SimpleNamespace(
-      cfg=cfg, pairs=pairs, result=lambda p: results[p.label],
-      neuron_stats=lambda m: neuron_stats[m.name],
-      weights=bootstrap.bootstrap_weights(DOCS, RESAMPLES, seed), models="synthetic",
-      docs=list(range(DOCS)), labels=labels, seconds={})
+  return synthetic_lib.synthetic_context(pairs, results, neuron_stats, labels, seed=seed,
+                                         resamples=RESAMPLES, docs=DOCS)
 
 
 @pytest.fixture(scope="module")
