@@ -60,6 +60,13 @@ def test_pairs_across_seeds_and_architectures(ctx):
   tok_a, tok_b = cross.a.tokenizer, cross.b.tokenizer
   ids_a, ids_b = tok_a.encode_ids([text])[0], tok_b.encode_ids([text])[0]
   assert tok_a.vocab_size != tok_b.vocab_size and len(ids_a) != len(ids_b)
+  # The Llama family's BPE splits every digit (GPT-NeoX's merges digit runs).
+  digits = tok_b.encode(" 2048 12345")
+  pieces = [b" 2048 12345"[s:e].strip() for s, e in digits.offsets]
+  assert [p for p in pieces if p] == [b"2", b"0", b"4", b"8", b"1", b"2", b"3", b"4", b"5"]
+  # ... by its pre-tokenizer, whatever merges a micro corpus taught it.
+  pre = lambda t: [w for w, _ in t.backend.pre_tokenizer.pre_tokenize_str("x 2048")]
+  assert pre(tok_a) == ["x", "Ġ2048"] and pre(tok_b) == ["x", "Ġ", "2", "0", "4", "8"]
   units = ctx.stores[cross.a.name].documents["unit_offsets"]
   assert units[1] - units[0] <= min(len(ids_a), len(ids_b))
   assert units[1] - units[0] < max(len(ids_a), len(ids_b))

@@ -124,19 +124,25 @@ class Tokenizer:
     return self.backend.decode(list(ids))
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int = 2048) -> Tokenizer:
+def train_bpe(texts: Iterable[str], vocab_size: int = 2048,
+              split_digits: bool = False) -> Tokenizer:
   """Trains a byte-level BPE (GPT-2 style) on texts.
 
   Args:
     texts: training texts.
     vocab_size: target vocabulary size, including the 256 bytes and specials.
+    split_digits: every digit its own pre-token (as Llama's tokenizers do), so no
+      merge spans two digits.
   """
   tok = tokenizers.Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.pre_tokenizer = (pre_tokenizers.Sequence([
+      pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits
+                       else byte_level)
   tok.decoder = decoders.ByteLevel()
   tok.post_processor = processors.ByteLevel(trim_offsets=False)
   trainer = trainers.BpeTrainer(
       vocab_size=vocab_size, special_tokens=[EOS, PAD],
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
   tok.train_from_iterator(texts, trainer=trainer)
-  return Tokenizer(tok, "zoo-bpe")
+  return Tokenizer(tok, "zoo-bpe-digits" if split_digits else "zoo-bpe")

@@ -10,7 +10,8 @@ from rosetta_jax.models import gpt_neox, llama
 # The zoo's architectures: GPT-NeoX (LayerNorm, GELU MLP, partial rotary, byte-level
 # BPE of ``vocab_size``) and a Llama-style decoder (RMSNorm, SwiGLU MLP, full rotary,
 # untied embeddings, its own byte-level BPE of ``llama_vocab_size`` trained on the
-# same corpus, so its token boundaries differ and units are aligned by byte span).
+# same corpus with every digit split, as Llama's tokenizers do, so its token
+# boundaries differ and units are aligned by byte span).
 FAMILIES = ("gpt_neox", "llama")
 
 

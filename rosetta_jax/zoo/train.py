@@ -234,7 +234,8 @@ def family_tokenizer(cfg: ZooConfig, family: str, fdir: str, docs) -> tokenizer_
   """The family's BPE, trained on the corpus once and kept in its directory."""
   if os.path.exists(os.path.join(fdir, tokenizer_lib.FILENAME)):
     return tokenizer_lib.Tokenizer.load(fdir)
-  tok = tokenizer_lib.train_bpe((d.text for d in docs), cfg.vocab_for(family))
+  tok = tokenizer_lib.train_bpe((d.text for d in docs), cfg.vocab_for(family),
+                                split_digits=family == "llama")
   os.makedirs(fdir, exist_ok=True)
   tok.save(fdir)
   return tok
